@@ -1,0 +1,73 @@
+"""Understanding: caption / answer questions about an image with InternVL3 chat (DESIGN §5).
+
+Generation is transformers' own `generate` on the native InternVL model; a stopping criterion
+carries our progress and interrupt hooks into its loop.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from .errors import OpenUniError
+from .images import caption_pixel_values, check_size, to_pil
+from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE
+
+SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+DEFAULT_QUESTION = "Please describe the image in detail."
+
+
+def chat_query(question: str, num_tiles: int) -> str:
+    image = f"{IMG_START}{IMG_CONTEXT * (TOKENS_PER_TILE * num_tiles)}{IMG_END}"
+    return (f"{IM_START}system\n{SYSTEM_MESSAGE}{IM_END}\n"
+            f"{IM_START}user\n{image}\n{question}{IM_END}\n{IM_START}assistant\n")
+
+
+class _Hooks(StoppingCriteria):
+    """Never stops generation itself; reports each new token and lets the interrupt hook raise."""
+
+    def __init__(self, prompt_len: int, total: int, progress, interrupt):
+        self.prompt_len, self.total, self.progress, self.interrupt = prompt_len, total, progress, interrupt
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if self.interrupt is not None:
+            self.interrupt()
+        if self.progress is not None:
+            self.progress(min(input_ids.shape[1] - self.prompt_len, self.total), self.total)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def validate(*, max_tiles: int, max_new_tokens: int, temperature: float) -> None:
+    if not isinstance(max_tiles, int) or not 1 <= max_tiles <= 40:
+        raise OpenUniError(f"max_tiles {max_tiles} is not allowed: use 1 to 40 (InternVL3 uses up to 12).")
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 8192:
+        raise OpenUniError(f"max_new_tokens {max_new_tokens} is not allowed: use 1 to 8192.")
+    if not isinstance(temperature, (int, float)) or temperature != temperature or not 0 <= temperature <= 5:
+        raise OpenUniError(f"temperature {temperature} is not allowed: use 0 (greedy) to 5.")
+
+
+@torch.no_grad()
+def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_tiles: int = 12,
+            max_new_tokens: int = 512, temperature: float = 0.0, seed: int = 0, use_thumbnail: bool = True,
+            progress: Callable[[int, int], None] | None = None, interrupt: Callable[[], None] | None = None) -> str:
+    validate(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature)
+    question = (question or "").strip() or DEFAULT_QUESTION
+    pil = to_pil(image)
+    check_size(pil)
+    device = mllm.device
+    pixel_values = caption_pixel_values(pil, max_tiles, use_thumbnail).to(device=device, dtype=mllm.dtype)
+    prompt = chat_query(question, pixel_values.shape[0])
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=True).input_ids], device=device)
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                              temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+                              eos_token_id=im_end, pad_token_id=pad)
+    hooks = StoppingCriteriaList([_Hooks(ids.shape[1], max_new_tokens, progress, interrupt)])
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed) % (2**63))
+        out = mllm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel_values,
+                            generation_config=config, stopping_criteria=hooks)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()

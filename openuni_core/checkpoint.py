@@ -1,0 +1,103 @@
+"""OpenUni checkpoints: a flat state dict in a `.pth` or `.safetensors` file, split into key groups.
+
+`.pth` files are opened with `weights_only=True` (no pickled code ever runs) and `mmap=True`
+(tensors are paged in on use, so a bf16 checkpoint never sits twice in RAM).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import OpenUniError
+from .variants import NUM_QUERIES
+
+GROUPS = ("meta_queries", "connector", "projector", "transformer", "lmm", "vae")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+@dataclass
+class OpenUniCheckpoint:
+    path: Path
+    groups: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def meta_queries(self) -> torch.Tensor:
+        return self.groups["meta_queries"][""]
+
+    @property
+    def llm_hidden(self) -> int:
+        return int(self.meta_queries.shape[1])
+
+    def found(self) -> list[str]:
+        return [g for g in GROUPS if self.groups.get(g)]
+
+    def describe(self) -> str:
+        return ", ".join(f"{g} ({len(self.groups[g])} tensors)" for g in self.found())
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise OpenUniError(f"OpenUni checkpoint not found: {path}. Put the .pth (e.g. from wusize/openuni) "
+                           "in ComfyUI/models/openuni/ or pass the right path.")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise OpenUniError(f"{path.name}: an OpenUni checkpoint must be a .pth or .safetensors file.")
+    if path.stat().st_size == 0:
+        raise OpenUniError(f"{path} is empty (0 bytes): the download did not finish. Delete it and download again.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise OpenUniError(f"Cannot read {path}: {e}. The file is corrupt or truncated; re-download it.") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise OpenUniError(
+            f"Refused to load {path}: it holds Python objects other than tensors, and loading it would run code "
+            f"({str(e).splitlines()[0][:200]}). OpenUni checkpoints are plain state dicts; use the official file."
+        ) from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise OpenUniError(f"Cannot read {path}: {str(e)[:300]}. The file is truncated or corrupt "
+                           "(an interrupted download?); delete it and download it again.") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise OpenUniError(f"{path} is not an OpenUni checkpoint: it does not hold a flat dict of tensors.")
+    return obj
+
+
+def split_groups(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
+    groups: dict[str, dict[str, torch.Tensor]] = {g: {} for g in GROUPS}
+    unknown = []
+    for key, tensor in state.items():
+        head, _, rest = key.partition(".")
+        if key == "meta_queries":
+            groups["meta_queries"][""] = tensor
+        elif head in GROUPS and head != "meta_queries" and rest:
+            groups[head][rest] = tensor
+        else:
+            unknown.append(key)
+    if unknown:
+        raise OpenUniError(f"{source}: {len(unknown)} keys cannot be placed, e.g. {unknown[:4]}. "
+                           f"An OpenUni checkpoint holds only {', '.join(GROUPS)} weights.")
+    return groups
+
+
+def load_openuni_checkpoint(path) -> OpenUniCheckpoint:
+    path = Path(path)
+    groups = split_groups(read_state_dict(path), str(path))
+    for required in ("meta_queries", "connector", "projector"):
+        if not groups[required]:
+            raise OpenUniError(f"{path} has no {required} weights: it is not an OpenUni checkpoint "
+                               "(or only part of one).")
+    mq = groups["meta_queries"][""]
+    if mq.ndim != 2 or mq.shape[0] != NUM_QUERIES:
+        raise OpenUniError(f"{path}: meta_queries has shape {list(mq.shape)}, expected [{NUM_QUERIES}, LLM width].")
+    return OpenUniCheckpoint(path, groups)

@@ -1,0 +1,178 @@
+"""Command line: `python -m openuni_core {generate,caption,demo}`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import OpenUniError
+from .sampling import SAMPLERS
+
+
+def _save_png(images, out: Path) -> list[Path]:
+    from PIL import Image
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        p = out if len(images) == 1 else out.with_name(f"{out.stem}_{i:02d}{out.suffix}")
+        Image.fromarray((img.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def _load(args):
+    from .model import load_openuni
+
+    return load_openuni(args.checkpoint, args.mllm, args.sana, args.vae, dtype=args.dtype, device=args.device,
+                        mllm_device=getattr(args, "mllm_device", None), offload=getattr(args, "offload", "none"),
+                        attention=getattr(args, "attention", "auto"), log=lambda s: print(s, file=sys.stderr))
+
+
+def _load_image_tensor(path: str):
+    import torch
+
+    from .images import to_pil
+
+    pil = to_pil(path)
+    return torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0)[None]
+
+
+def cmd_generate(args) -> int:
+    from .sampling import validate
+
+    validate(width=args.width, height=args.height, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
+             batch_size=args.batch, strength=args.strength)
+    if args.image and args.edit_image:
+        raise OpenUniError("Use --image (image-to-image) or --edit-image (editing), not both.")
+    for f in (args.image, args.edit_image):
+        if f and not Path(f).is_file():
+            raise OpenUniError(f"Image not found: {f}")
+    model = _load(args)
+    t0 = time.perf_counter()
+    init = None
+    if args.image:
+        img = _load_image_tensor(args.image)
+        if tuple(img.shape[1:3]) != (args.height, args.width):
+            raise OpenUniError(f"--image is {img.shape[2]}×{img.shape[1]} but --width/--height ask for "
+                               f"{args.width}×{args.height}; give the image's size.")
+        init = model.encode_images(img)
+    if args.edit_image:
+        positive = model.encode_edit(_load_image_tensor(args.edit_image)[0], args.prompt)
+        negative = model.encode_edit(_load_image_tensor(args.edit_image)[0], args.negative or
+                                     "Keep the image as it is.") if args.cfg != 1.0 else None
+    else:
+        positive = model.encode_prompt(args.prompt)
+        negative = model.encode_negative(args.negative) if args.cfg != 1.0 else None
+    latents = model.sample(positive, negative, width=args.width, height=args.height, steps=args.steps, cfg=args.cfg,
+                           seed=args.seed, sampler=args.sampler, batch_size=args.batch, init_latents=init,
+                           strength=args.strength if init is not None else 1.0,
+                           progress=lambda i, n: print(f"\rstep {i}/{n}", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    if args.save_latents:
+        from safetensors.torch import save_file
+
+        Path(args.save_latents).parent.mkdir(parents=True, exist_ok=True)
+        save_file({"latents": latents.contiguous()}, args.save_latents)
+    paths = _save_png(model.decode(latents), Path(args.out))
+    print(f"saved {', '.join(map(str, paths))} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_caption(args) -> int:
+    from .captioning import validate
+    from .internvl import load_internvl
+    from .model import resolve_device, resolve_dtype
+
+    validate(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    if not Path(args.image).is_file():
+        raise OpenUniError(f"Image not found: {args.image}")
+    from . import captioning
+
+    device = resolve_device(args.device)
+    mllm, tokenizer, info = load_internvl(args.mllm, dtype=resolve_dtype(args.dtype, device))
+    mllm.to(device)
+    print(captioning.caption(mllm, tokenizer, args.image, question=args.question or captioning.DEFAULT_QUESTION,
+                             max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens,
+                             temperature=args.temperature, seed=args.seed, use_thumbnail=info.use_thumbnail))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Write tiny random models and run generate, edit and caption on them, fully offline."""
+    from .model import load_openuni
+    from .tiny import write_tiny_models
+
+    out = Path(args.out)
+    print(f"[demo] writing tiny random models to {out} (no download; the images are noise-like by design)")
+    tiny = write_tiny_models(out / "models")
+    model = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device=args.device)
+    print(f"[demo] loaded: {model.report}")
+    image = model.generate("a red fox in the snow", width=128, height=96, steps=4, cfg=4.5, seed=42)
+    p1 = _save_png(image, out / "demo_generate.png")[0]
+    edited = model.decode(model.sample(model.encode_edit(image[0], "make it blue"),
+                                       model.encode_edit(image[0], "Keep the image as it is."),
+                                       width=128, height=96, steps=4, cfg=4.5, seed=7))
+    p2 = _save_png(edited, out / "demo_edit.png")[0]
+    text = model.caption(image[0], max_new_tokens=16)
+    print(f"[demo] generate → {p1}\n[demo] edit → {p2}\n[demo] caption (random model, so gibberish) → {text!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m openuni_core", description="OpenUni engine (InternVL3 + SANA).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="text (or image) → image")
+    g.add_argument("--mllm", required=True, help="InternVL3 folder (original or -hf format)")
+    g.add_argument("--sana", required=True, help="SANA diffusers folder (transformer/, scheduler/)")
+    g.add_argument("--vae", help="DC-AE folder (default: SANA folder's vae/)")
+    g.add_argument("--checkpoint", required=True, help="OpenUni .pth or .safetensors")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--negative", default="")
+    g.add_argument("--image", help="image-to-image: start from this image (needs --strength)")
+    g.add_argument("--strength", type=float, default=1.0)
+    g.add_argument("--edit-image", help="EXPERIMENTAL editing: condition on this image + the prompt as instruction")
+    g.add_argument("--width", type=int, default=512)
+    g.add_argument("--height", type=int, default=512)
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--cfg", type=float, default=4.5)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp")
+    g.add_argument("--batch", type=int, default=1)
+    g.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (SANA and DC-AE)")
+    g.add_argument("--mllm-device", default=None, help="device for InternVL3 (default: --device)")
+    g.add_argument("--offload", choices=["none", "mllm", "sequential"], default="none")
+    g.add_argument("--attention", choices=["auto", "sdpa", "flash_attention_2", "eager"], default="auto")
+    g.add_argument("--out", required=True, help="output PNG (a batch adds _00, _01 …)")
+    g.add_argument("--save-latents", help="also save the final latents as .safetensors")
+    g.set_defaults(func=cmd_generate)
+    c = sub.add_parser("caption", help="caption an image or answer a question about it")
+    c.add_argument("--mllm", required=True)
+    c.add_argument("--image", required=True)
+    c.add_argument("--question", default="")
+    c.add_argument("--max-tiles", type=int, default=12)
+    c.add_argument("--max-new-tokens", type=int, default=512)
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=cmd_caption)
+    d = sub.add_parser("demo", help="offline demo on tiny random models")
+    d.add_argument("--out", default="openuni_demo")
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OpenUniError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,152 @@
+"""Where model files live, what a complete folder holds, and the opt-in download of missing ones.
+
+Nothing here touches the network unless `download_variant` is called explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MissingModelFilesError, OpenUniError
+from .variants import DCAE_REPO, OPENUNI_REPO, VARIANTS, Variant
+
+# Only these files are ever fetched: the parts OpenUni uses, nothing else from the repos.
+SANA_PATTERNS = ["model_index.json", "scheduler/*", "transformer/*"]
+DCAE_PATTERNS = ["config.json", "*.safetensors"]
+MLLM_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.tiktoken", "*.model"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The standard layout under ComfyUI/models/openuni/ (also used by the CLI's --models-dir)."""
+
+    root: Path
+
+    def checkpoint(self, name: str) -> Path:
+        return self.root / name
+
+    def mllm(self, repo: str) -> Path:
+        return self.root / "mllm" / repo.split("/")[-1]
+
+    def sana(self, repo: str) -> Path:
+        return self.root / "sana" / repo.split("/")[-1]
+
+    def vae(self, repo: str = DCAE_REPO) -> Path:
+        return self.root / "vae" / repo.split("/")[-1]
+
+
+@dataclass(frozen=True)
+class Missing:
+    part: str
+    path: Path
+    repo: str
+    files: str
+
+    def line(self) -> str:
+        return f"- {self.part}: {self.path}  ←  {self.repo} ({self.files})"
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OpenUniError(f"{what}: {Path(path).name} is missing in {Path(path).parent}. "
+                           "The folder is incomplete; re-download it.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OpenUniError(f"{what}: {path} is not valid JSON ({e}); re-download it.") from None
+
+
+def sana_transformer_config(sana_dir) -> dict:
+    sana_dir = Path(sana_dir)
+    if not sana_dir.is_dir():
+        raise OpenUniError(f"SANA folder not found: {sana_dir}.")
+    cfg = read_json(sana_dir / "transformer" / "config.json", f"SANA folder {sana_dir}")
+    if cfg.get("_class_name") not in (None, "SanaTransformer2DModel"):
+        raise OpenUniError(f"{sana_dir}/transformer holds a {cfg.get('_class_name')}, not a SANA transformer.")
+    if not list((sana_dir / "transformer").glob("*.safetensors")):
+        raise OpenUniError(f"SANA folder {sana_dir}/transformer has no *.safetensors weights; re-download it.")
+    return cfg
+
+
+def sana_scheduler_config(sana_dir) -> dict:
+    cfg = read_json(Path(sana_dir) / "scheduler" / "scheduler_config.json", f"SANA folder {sana_dir}")
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+
+
+def vae_config(vae_dir) -> dict:
+    vae_dir = Path(vae_dir)
+    if not vae_dir.is_dir():
+        raise OpenUniError(f"DC-AE folder not found: {vae_dir}.")
+    cfg = read_json(vae_dir / "config.json", f"DC-AE folder {vae_dir}")
+    if cfg.get("_class_name") not in (None, "AutoencoderDC") or int(cfg.get("latent_channels", 32)) != 32:
+        raise OpenUniError(f"{vae_dir} holds a {cfg.get('_class_name')} with {cfg.get('latent_channels')} latent channels; "
+                           f"OpenUni needs the DC-AE f32c32 ({DCAE_REPO}).")
+    if not list(vae_dir.glob("*.safetensors")):
+        raise OpenUniError(f"DC-AE folder {vae_dir} has no *.safetensors weights; re-download it.")
+    return cfg
+
+
+def is_model_folder(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def guess_variant(checkpoint_name: str) -> Variant | None:
+    for v in VARIANTS.values():
+        if Path(checkpoint_name).name in v.checkpoints:
+            return v
+    return None
+
+
+def missing_parts(variant: Variant, layout: Layout, checkpoint: str | None = None, *, mllm=None, sana=None,
+                  vae=None) -> list[Missing]:
+    ckpt = layout.checkpoint(checkpoint or variant.checkpoints[-1])
+    parts = [
+        ("OpenUni checkpoint", ckpt, OPENUNI_REPO, ckpt.name, ckpt.is_file()),
+        ("InternVL3", Path(mllm or layout.mllm(variant.mllm_repo)), variant.mllm_repo, "whole repo", None),
+        ("SANA", Path(sana or layout.sana(variant.sana_repo)), variant.sana_repo, "transformer/ and scheduler/", None),
+        ("DC-AE", Path(vae or layout.vae()), DCAE_REPO, "config.json + weights", None),
+    ]
+    return [Missing(name, path, repo, files) for name, path, repo, files, ok in parts
+            if not (ok if ok is not None else is_model_folder(path))]
+
+
+def missing_error(missing: list[Missing], variant: Variant | None) -> MissingModelFilesError:
+    label = variant.name if variant else "the chosen OpenUni variant"
+    return MissingModelFilesError(
+        f"Model files for {label} are missing:\n" + "\n".join(m.line() for m in missing)
+        + "\nDownload them from the Hugging Face repos named above into those paths, or turn on "
+          "download_missing (CLI: --download) to fetch them."
+    )
+
+
+def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = None, *, log=print) -> None:
+    """Fetch the known files of a known variant into `layout` (explicit user choice only).
+
+    huggingface_hub writes each file under a temporary name and renames it when complete, so an
+    interrupted download never leaves a file that looks finished.
+    """
+    if variant.test_only:
+        raise OpenUniError(f"{variant.name} is a test model; there is nothing to download.")
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+    except ImportError:
+        raise OpenUniError("Downloading needs huggingface_hub: pip install huggingface_hub") from None
+    name = checkpoint or variant.checkpoints[-1]
+    if name not in variant.checkpoints:
+        raise OpenUniError(f"{name!r} is not a released {variant.name} checkpoint; choose one of {variant.checkpoints}.")
+    todo = missing_parts(variant, layout, name)
+    try:
+        for m in todo:
+            log(f"[OpenUni] downloading {m.repo} → {m.path}")
+            if m.part == "OpenUni checkpoint":
+                hf_hub_download(OPENUNI_REPO, name, local_dir=str(layout.root))
+            else:
+                patterns = {"InternVL3": MLLM_PATTERNS, "SANA": SANA_PATTERNS, "DC-AE": DCAE_PATTERNS}[m.part]
+                snapshot_download(m.repo, local_dir=str(m.path), allow_patterns=patterns)
+    except Exception as e:  # network errors come in many types (requests, httpx, hub's own)
+        raise MissingModelFilesError(
+            f"Download failed ({type(e).__name__}: {str(e)[:300]}). Check the network, or fetch the files by hand:\n"
+            + "\n".join(m.line() for m in missing_parts(variant, layout, name))
+        ) from None

@@ -1,0 +1,247 @@
+"""InternVL3 from either on-disk format, on transformers' native InternVL classes.
+
+OpenUni was trained on the ORIGINAL OpenGVLab format (custom `InternVLChatModel` code). We never run
+that code (`trust_remote_code` stays off): its config is translated to `InternVLConfig` and its keys to
+the native names. The `-hf` format is loaded by transformers directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors import safe_open
+from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig, Qwen2Config
+
+from . import compat
+from .errors import OpenUniError
+
+IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+REQUIRED_TOKENS = (IM_START, IM_END, IMG_START, IMG_END, IMG_CONTEXT)
+IMAGE_SIZE = 448
+TOKENS_PER_TILE = 256
+
+# Settings of the original `llm_config` that Qwen2Config understands; the rest is bookkeeping.
+_QWEN2_KEYS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+    "rope_scaling", "use_sliding_window", "sliding_window", "max_window_layers", "attention_dropout",
+    "bos_token_id", "eos_token_id",
+)
+
+
+@dataclass
+class InternVLInfo:
+    path: Path
+    format: str  # "original" or "hf"
+    llm_hidden: int
+    use_thumbnail: bool
+    raw_config: dict
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OpenUniError(f"{what}: {path.name} is missing in {path.parent}. Is this a complete model folder?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OpenUniError(f"{what}: {path} is not valid JSON ({e}). Re-download the file.") from None
+
+
+def inspect_internvl_folder(path) -> InternVLInfo:
+    """Read only the config: which format, how wide the LLM is. Cheap; done before any weights load."""
+    path = Path(path)
+    if not path.is_dir():
+        raise OpenUniError(f"InternVL3 folder not found: {path}. Put the InternVL3 model folder there "
+                           "(e.g. OpenGVLab/InternVL3-1B) or pick another one.")
+    cfg = _read_json(path / "config.json", f"InternVL3 folder {path}")
+    if "llm_config" in cfg and "vision_config" in cfg:
+        fmt, llm = "original", cfg["llm_config"]
+    elif "text_config" in cfg and "vision_config" in cfg and cfg.get("model_type") == "internvl":
+        fmt, llm = "hf", cfg["text_config"]
+    else:
+        raise OpenUniError(
+            f"{path} does not look like an InternVL3 folder: its config.json has model_type "
+            f"{cfg.get('model_type')!r} and architectures {cfg.get('architectures')}. Expected an "
+            "OpenGVLab InternVL3 folder (InternVLChatModel) or its -hf version (InternVLForConditionalGeneration)."
+        )
+    if fmt == "original" and cfg.get("ps_version", "v2") != "v2":
+        raise OpenUniError(f"{path}: ps_version {cfg.get('ps_version')!r} is not supported (InternVL3 uses v2).")
+    if not _weight_files(path):
+        raise OpenUniError(f"InternVL3 folder {path} has no *.safetensors weights. Re-download the model folder.")
+    return InternVLInfo(path, fmt, int(llm["hidden_size"]), bool(cfg.get("use_thumbnail", True)), cfg)
+
+
+def _weight_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.glob("*.safetensors"))
+
+
+def native_config_from_original(cfg: dict, image_token_id: int) -> InternVLConfig:
+    llm = {k: v for k, v in cfg["llm_config"].items() if k in _QWEN2_KEYS and v is not None}
+    # InternVL3 keeps a separate lm_head; the native default would tie it to the embeddings.
+    text_config = Qwen2Config(**llm, tie_word_embeddings=False)
+    vis = cfg["vision_config"]
+    image_size = int(vis.get("image_size", cfg.get("force_image_size", IMAGE_SIZE)))
+    patch = int(vis.get("patch_size", 14))
+    vision_config = InternVLVisionConfig(
+        hidden_size=vis["hidden_size"], num_hidden_layers=vis["num_hidden_layers"],
+        num_attention_heads=vis["num_attention_heads"], intermediate_size=vis["intermediate_size"],
+        attention_bias=bool(vis.get("qkv_bias", True)), use_qk_norm=bool(vis.get("qk_normalization", False)),
+        hidden_act=vis.get("hidden_act", "gelu"), layer_norm_eps=float(vis.get("layer_norm_eps", 1e-6)),
+        norm_type=vis.get("norm_type", "layer_norm"), image_size=[image_size, image_size],
+        patch_size=[patch, patch], num_channels=int(vis.get("num_channels", 3)),
+        # The original InternViT has no final LayerNorm; mean-pooling mode drops the native one.
+        use_mean_pooling=True,
+    )
+    return InternVLConfig(
+        vision_config=vision_config.to_dict(), text_config=text_config.to_dict(), image_token_id=image_token_id,
+        image_seq_length=TOKENS_PER_TILE, downsample_ratio=float(cfg.get("downsample_ratio", 0.5)),
+        projector_hidden_act="gelu", vision_feature_layer=int(cfg.get("select_layer", -1)),
+        vision_feature_select_strategy="default",
+    )
+
+
+# Original key → (native submodule, key inside it). The fused qkv is split separately.
+_VISION_RULES = [
+    (r"embeddings\.class_embedding$", "embeddings.cls_token"),
+    (r"embeddings\.patch_embedding\.(weight|bias)$", r"embeddings.patch_embeddings.projection.\1"),
+    (r"embeddings\.position_embedding$", "embeddings.position_embeddings"),
+    (r"encoder\.layers\.(\d+)\.attn\.proj\.(weight|bias)$", r"encoder.layer.\1.attention.projection_layer.\2"),
+    (r"encoder\.layers\.(\d+)\.attn\.(q_norm|k_norm)\.(weight|bias)$", r"encoder.layer.\1.attention.\2.\3"),
+    (r"encoder\.layers\.(\d+)\.ls1$", r"encoder.layer.\1.lambda_1"),
+    (r"encoder\.layers\.(\d+)\.ls2$", r"encoder.layer.\1.lambda_2"),
+    (r"encoder\.layers\.(\d+)\.norm1\.(weight|bias)$", r"encoder.layer.\1.layernorm_before.\2"),
+    (r"encoder\.layers\.(\d+)\.norm2\.(weight|bias)$", r"encoder.layer.\1.layernorm_after.\2"),
+    (r"encoder\.layers\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$", r"encoder.layer.\1.mlp.\2.\3"),
+]
+_QKV = re.compile(r"encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
+_PROJECTOR = {"0": "layer_norm", "1": "linear_1", "3": "linear_2"}
+
+
+def map_original_key(key: str, tensor: torch.Tensor) -> list[tuple[str, str, torch.Tensor]]:
+    """One original InternVL key → [(submodule, native key, tensor)]; [] if the key is unknown."""
+    if key.startswith("vision_model."):
+        rest = key[len("vision_model."):]
+        m = _QKV.match(rest)
+        if m:
+            q, k, v = tensor.chunk(3, dim=0)
+            return [("vision_tower", f"encoder.layer.{m[1]}.attention.{n}_proj.{m[2]}", t)
+                    for n, t in zip("qkv", (q, k, v))]
+        for pattern, repl in _VISION_RULES:
+            if re.match(pattern, rest):
+                return [("vision_tower", re.sub(pattern, repl, rest), tensor)]
+        return []
+    m = re.match(r"mlp1\.(\d)\.(weight|bias)$", key)
+    if m and m[1] in _PROJECTOR:
+        return [("multi_modal_projector", f"{_PROJECTOR[m[1]]}.{m[2]}", tensor)]
+    if key.startswith("language_model.model."):
+        return [("language_model", key[len("language_model.model."):], tensor)]
+    if key == "language_model.lm_head.weight":
+        return [("lm_head", "weight", tensor)]
+    return []
+
+
+def submodules(model: InternVLForConditionalGeneration) -> dict[str, torch.nn.Module]:
+    return {
+        "vision_tower": model.model.vision_tower,
+        "multi_modal_projector": model.model.multi_modal_projector,
+        "language_model": model.model.language_model,
+        "lm_head": model.lm_head,
+    }
+
+
+def map_original_state_dict(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    unknown = []
+    for key, tensor in state.items():
+        mapped = map_original_key(key, tensor)
+        if not mapped:
+            unknown.append(key)
+        for sub, native_key, t in mapped:
+            grouped.setdefault(sub, {})[native_key] = t
+    if unknown:
+        raise OpenUniError(f"{source}: {len(unknown)} InternVL weights cannot be placed, e.g. {unknown[:3]}. "
+                           "Is this an InternVL3 checkpoint in the original OpenGVLab format?")
+    return grouped
+
+
+def load_into(model: InternVLForConditionalGeneration, grouped: dict[str, dict[str, torch.Tensor]], *,
+              source: str, strict: bool, assign: bool) -> None:
+    subs = submodules(model)
+    for name, module in subs.items():
+        sd = grouped.get(name, {})
+        if not sd and not strict:
+            continue
+        try:
+            result = module.load_state_dict(sd, strict=strict, assign=assign)
+        except RuntimeError as e:
+            raise OpenUniError(f"{source}: weights do not fit the InternVL3 model's {name}: {str(e)[:600]}") from None
+        if not strict and result.unexpected_keys:
+            raise OpenUniError(f"{source}: unknown {name} weights {result.unexpected_keys[:3]}.")
+
+
+def _read_safetensors(files: list[Path], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                for k in fh.keys():
+                    t = fh.get_tensor(k)
+                    out[k] = t if t.dtype == dtype or not t.is_floating_point() else t.to(dtype)
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise OpenUniError(f"Cannot read {f}: {e}. The file is corrupt or incomplete; re-download it.") from None
+    return out
+
+
+def load_tokenizer(path):
+    """Load with the class tokenizer_config.json names, never via Auto* (which would ask to run remote code)."""
+    path = Path(path)
+    tcfg = _read_json(path / "tokenizer_config.json", f"InternVL3 tokenizer in {path}")
+    name = tcfg.get("tokenizer_class") or "Qwen2TokenizerFast"
+    base = name[:-4] if name.endswith("Fast") else name
+    cls = getattr(transformers, base + "Fast", None) or getattr(transformers, base, None)
+    if cls is None:
+        raise OpenUniError(f"{path}: tokenizer class {name!r} is not available in transformers {transformers.__version__}.")
+    try:
+        tok = cls.from_pretrained(str(path))
+    except Exception as e:
+        raise OpenUniError(f"Cannot load the tokenizer in {path}: {e}") from None
+    vocab = tok.get_vocab()
+    missing = [t for t in REQUIRED_TOKENS if t not in vocab]
+    if missing:
+        raise OpenUniError(f"The tokenizer in {path} lacks the special tokens {missing} that InternVL3 chat needs. "
+                           "Use the tokenizer files that come with InternVL3.")
+    return tok
+
+
+def load_internvl(path, *, dtype: torch.dtype, attn_implementation: str = "sdpa",
+                  state_override: dict[str, torch.Tensor] | None = None):
+    """Return (model, tokenizer, info). `state_override` holds original-format keys (an OpenUni `lmm.*` group)."""
+    info = inspect_internvl_folder(path)
+    tokenizer = load_tokenizer(info.path)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+    if info.format == "hf":
+        model = InternVLForConditionalGeneration.from_pretrained(
+            str(info.path), attn_implementation=attn_implementation, **compat.dtype_kwargs(dtype))
+        model.config.image_token_id = image_token_id
+    else:
+        from accelerate import init_empty_weights
+
+        config = native_config_from_original(info.raw_config, image_token_id)
+        compat.set_attn_implementation(config, attn_implementation)
+        # Parameters on the meta device, then the file's tensors assigned in place: no fp32 copy is
+        # ever built. Buffers (rotary frequencies) stay real, computed as usual.
+        with init_empty_weights(include_buffers=False):
+            model = InternVLForConditionalGeneration(config)
+        state = _read_safetensors(_weight_files(info.path), dtype)
+        load_into(model, map_original_state_dict(state, str(info.path)), source=str(info.path), strict=True, assign=True)
+    if state_override:
+        grouped = map_original_state_dict(state_override, "checkpoint lmm.* group")
+        load_into(model, grouped, source="checkpoint lmm.* group", strict=False, assign=False)
+    model.eval().requires_grad_(False)
+    return model, tokenizer, info

@@ -1,0 +1,345 @@
+"""`OpenUniModel`: the loaded parts of one OpenUni variant and everything you can do with them.
+
+Loading order follows the rule "check everything cheap first": file presence, configs and checkpoint
+shapes are all validated (and the variant identified) before any large weight is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import captioning, conditioning, sampling, vae as vae_ops
+from .checkpoint import OpenUniCheckpoint, load_openuni_checkpoint
+from .conditioning import QueryConditioning
+from .errors import OpenUniError
+from .files import sana_scheduler_config, sana_transformer_config, vae_config
+from .images import check_size, edit_pixel_values, to_pil
+from .internvl import IMG_CONTEXT, inspect_internvl_folder, load_internvl
+from .variants import Variant, identify_variant
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OFFLOAD = ("none", "mllm", "sequential")
+ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
+CPU = torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise OpenUniError(f"Unknown precision {name!r}; choose auto, {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def resolve_device(name) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise OpenUniError(f"Unknown device {name!r}; use cpu, cuda, cuda:1, ...") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise OpenUniError(f"Device {name} is not available on this machine; use cpu or an existing GPU.")
+    return dev
+
+
+def resolve_attention(name: str, device: torch.device) -> str:
+    if name not in ATTENTION:
+        raise OpenUniError(f"Unknown attention {name!r}; choose one of {', '.join(ATTENTION)}.")
+    if name == "flash_attention_2" or (name == "auto" and device.type == "cuda"):
+        try:
+            import flash_attn  # noqa: F401
+
+            if device.type == "cuda":
+                return "flash_attention_2"
+        except ImportError:
+            pass
+        if name == "flash_attention_2":
+            raise OpenUniError("flash_attention_2 needs the flash-attn package and a CUDA GPU; choose sdpa or auto.")
+    return "sdpa" if name == "auto" else name
+
+
+def _fingerprint(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class LoadReport:
+    variant: str
+    mllm_format: str
+    checkpoint_groups: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{self.variant}: InternVL3 ({self.mllm_format} format); checkpoint groups applied: "
+                f"{', '.join(self.checkpoint_groups)}" + "".join(f"; {n}" for n in self.notes))
+
+
+class OpenUniModel:
+    """Holds InternVL3, the query bridge, SANA and DC-AE, places them on devices, and runs them."""
+
+    CACHE_SIZE = 32
+
+    def __init__(self, *, variant: Variant, mllm, tokenizer, use_thumbnail: bool, bridge, transformer,
+                 scheduler_config: dict, vae, dtype: torch.dtype, devices: dict[str, torch.device], offload: str,
+                 model_id: str, report: LoadReport):
+        self.variant, self.mllm, self.tokenizer, self.use_thumbnail = variant, mllm, tokenizer, use_thumbnail
+        self.bridge, self.transformer, self.scheduler_config, self.vae = bridge, transformer, scheduler_config, vae
+        self.dtype, self.devices, self.offload, self.model_id, self.report = dtype, devices, offload, model_id, report
+        self.max_prompt_tokens = int(mllm.config.text_config.max_position_embeddings) - bridge.meta_queries.shape[0]
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.llm_forwards = 0  # how many times the LLM actually ran (benchmarks and tests read this)
+        for part in self._parts:
+            self._move(part, CPU if self._offloaded(part) else self.devices[part])
+
+    # ----- placement -------------------------------------------------------------------------------
+    @property
+    def _parts(self) -> dict[str, list[torch.nn.Module]]:
+        return {"mllm": [self.mllm, self.bridge], "sana": [self.transformer], "vae": [self.vae]}
+
+    def _offloaded(self, part: str) -> bool:
+        if self.devices[part].type == "cpu":
+            return False
+        return self.offload == "sequential" or (self.offload == "mllm" and part == "mllm")
+
+    def _move(self, part: str, device: torch.device) -> None:
+        for m in self._parts[part]:
+            m.to(device)
+
+    @contextlib.contextmanager
+    def _use(self, part: str):
+        """Bring a part onto its compute device for the duration of the block (per the offload policy)."""
+        if not self._offloaded(part):
+            yield
+            return
+        self._move(part, self.devices[part])
+        try:
+            yield
+        finally:
+            self._move(part, CPU)
+            if self.devices[part].type == "cuda":
+                torch.cuda.empty_cache()
+
+    def offload_all(self) -> None:
+        """Move every part to the CPU (a host's "free memory" request); the next use brings them back."""
+        for part in self._parts:
+            self._move(part, CPU)
+        self.offload = "sequential" if any(d.type != "cpu" for d in self.devices.values()) else self.offload
+
+    # ----- conditioning ----------------------------------------------------------------------------
+    def _encode_cached(self, keys: list[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            with self._use("mllm"):
+                fresh = compute(todo)
+            self.llm_forwards += 1
+            for j, i in enumerate(todo):
+                self._cache[keys[i]] = fresh[j:j + 1].cpu()
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        for k in keys:
+            self._cache.move_to_end(k)
+        return torch.cat([self._cache[k] for k in keys])
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        def compute(idx: list[int]) -> torch.Tensor:
+            ids = conditioning.tokenize(self.tokenizer, [texts[i] for i in idx], self.max_prompt_tokens)
+            embeds = conditioning.text_token_embeds(self.mllm, ids, self.devices["mllm"])
+            return conditioning.run_queries(self.mllm, self.bridge.meta_queries, self.bridge, embeds)
+
+        return self._encode_cached([f"text:{t}" for t in texts], compute)
+
+    def encode_prompt(self, prompts: str | list[str]) -> QueryConditioning:
+        """Prompt(s) → positive query conditioning [B, 256, caption_channels] (cached per text)."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise OpenUniError("No prompt given.")
+        texts = [conditioning.generation_text(conditioning.clean_prompt(p)) for p in prompts]
+        return QueryConditioning(self._encode_texts(texts), self.model_id, texts)
+
+    def encode_negative(self, negative: str | None = None) -> QueryConditioning:
+        """Negative/CFG conditioning; the default ("Generate an image.") is computed once per model."""
+        text = conditioning.negative_text(conditioning.clean_prompt(negative or ""))
+        return QueryConditioning(self._encode_texts([text]), self.model_id, [text])
+
+    def encode_edit(self, images, instruction: str) -> QueryConditioning:
+        """Image(s) + instruction → conditioning (EXPERIMENTAL upstream; exact to the reference math)."""
+        images = _as_image_list(images)
+        instruction = conditioning.clean_prompt(instruction)
+        pils = [to_pil(im) for im in images]
+        for p in pils:
+            check_size(p)
+        keys = [f"edit:{hashlib.sha256(p.tobytes()).hexdigest()}:{p.size}:{instruction}" for p in pils]
+        context_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+
+        def compute(idx: list[int]) -> torch.Tensor:
+            dev = self.devices["mllm"]
+            pixels = torch.cat([edit_pixel_values(pils[i]) for i in idx]).to(dev, self.mllm.dtype)
+            tokens = conditioning.image_tokens(self.mllm, pixels)
+            ids = conditioning.tokenize(self.tokenizer, [conditioning.edit_text(instruction)] * len(idx),
+                                        self.max_prompt_tokens)
+            embeds = conditioning.text_token_embeds(self.mllm, ids, dev)
+            embeds = [conditioning.splice_image_tokens(e, i.to(dev), tokens[j], context_id)
+                      for j, (e, i) in enumerate(zip(embeds, ids))]
+            return conditioning.run_queries(self.mllm, self.bridge.meta_queries, self.bridge, embeds)
+
+        return QueryConditioning(self._encode_cached(keys, compute), self.model_id, [instruction] * len(pils))
+
+    # ----- sampling / VAE --------------------------------------------------------------------------
+    def check_conditioning(self, cond: QueryConditioning | None, what: str) -> None:
+        if cond is None:
+            return
+        if cond.model_id != self.model_id:
+            raise OpenUniError(f"The {what} conditioning was made by a different OpenUni model than the one sampling; "
+                               "encode the prompt with the same loaded model.")
+        width = self.transformer.config.caption_channels
+        if cond.embeds.ndim != 3 or cond.embeds.shape[-1] != width:
+            raise OpenUniError(f"The {what} conditioning has shape {list(cond.embeds.shape)}; this model needs "
+                               f"[batch, 256, {width}].")
+
+    def sample(self, positive: QueryConditioning, negative: QueryConditioning | None = None, *, width: int | None = None,
+               height: int | None = None, steps: int = 20, cfg: float = 4.5, seed: int = 42, sampler: str = "dpmpp",
+               batch_size: int = 1, init_latents: torch.Tensor | None = None, strength: float = 1.0,
+               progress=None, interrupt=None) -> torch.Tensor:
+        width = self.variant.pixels if width is None else width
+        height = self.variant.pixels if height is None else height
+        sampling.validate(width=width, height=height, steps=steps, cfg=cfg, sampler=sampler, batch_size=batch_size,
+                          strength=strength)
+        self.check_conditioning(positive, "positive")
+        if cfg != 1.0 and negative is None:
+            negative = self.encode_negative()
+        self.check_conditioning(negative, "negative")
+        if init_latents is not None:
+            sampling.check_latents(init_latents, what="input latent")
+        with self._use("sana"):
+            latents = sampling.sample(
+                self.transformer, self.scheduler_config, positive.embeds, negative.embeds if negative else None,
+                width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler, batch_size=batch_size,
+                init_latents=init_latents, strength=strength, progress=progress, interrupt=interrupt)
+            return latents.cpu()
+
+    def decode(self, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+        with self._use("vae"):
+            return vae_ops.decode(self.vae, latents, tiled=tiled)
+
+    def encode_images(self, images: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+        with self._use("vae"):
+            return vae_ops.encode(self.vae, images, tiled=tiled)
+
+    def generate(self, prompt: str, negative: str | None = None, **kwargs) -> torch.Tensor:
+        """Text → images [B,H,W,3] in 0..1: encode, sample, decode."""
+        pos = self.encode_prompt(prompt)
+        neg = self.encode_negative(negative) if kwargs.get("cfg", 4.5) != 1.0 else None
+        return self.decode(self.sample(pos, neg, **kwargs))
+
+    # ----- understanding ---------------------------------------------------------------------------
+    def caption(self, image, question: str = captioning.DEFAULT_QUESTION, **kwargs) -> str:
+        with self._use("mllm"):
+            return captioning.caption(self.mllm, self.tokenizer, image, question=conditioning.clean_prompt(question),
+                                      use_thumbnail=self.use_thumbnail, **kwargs)
+
+
+def _as_image_list(images) -> list:
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return list(images)
+    return list(images) if isinstance(images, (list, tuple)) else [images]
+
+
+def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", device=None, mllm_device=None,
+                 offload: str = "none", attention: str = "auto", log: Callable[[str], None] | None = None) -> OpenUniModel:
+    """Load an OpenUni variant from the user's files (see README for the layout)."""
+    log = log or (lambda s: None)
+    checkpoint, mllm, sana = Path(checkpoint), Path(mllm), Path(sana)
+    sana_dev = resolve_device(device)
+    mllm_dev = resolve_device(mllm_device) if mllm_device not in (None, "", "auto") else sana_dev
+    torch_dtype = resolve_dtype(dtype, sana_dev)
+    if offload not in OFFLOAD:
+        raise OpenUniError(f"Unknown offload policy {offload!r}; choose one of {', '.join(OFFLOAD)}.")
+    attn = resolve_attention(attention, mllm_dev)
+
+    # 1. Cheap checks: every folder's config and the checkpoint's shapes, then the variant.
+    info = inspect_internvl_folder(mllm)
+    sana_cfg = sana_transformer_config(sana)
+    sched_cfg = sana_scheduler_config(sana)
+    vae = Path(vae) if vae else sana / "vae"
+    if not vae.is_dir():
+        raise OpenUniError(f"No DC-AE given and {sana} has no vae/ folder. Put mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers "
+                           "in models/openuni/vae/ and pick it.")
+    vae_config(vae)
+    ckpt: OpenUniCheckpoint = load_openuni_checkpoint(checkpoint)
+    variant = identify_variant(checkpoint_llm_hidden=ckpt.llm_hidden, mllm_llm_hidden=info.llm_hidden, sana_config=sana_cfg,
+                               checkpoint_name=checkpoint.name, mllm_name=str(mllm), sana_name=str(sana))
+    if int(sana_cfg["caption_channels"]) != ckpt.groups["projector"]["weight"].shape[0]:
+        raise OpenUniError(f"{checkpoint.name} projects to {ckpt.groups['projector']['weight'].shape[0]} channels but "
+                           f"{sana} expects caption_channels={sana_cfg['caption_channels']}.")
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+    import inspect as _inspect
+
+    supported = set(_inspect.signature(SanaTransformer2DModel.__init__).parameters)
+    unsupported = [k for k in ("qk_norm", "timestep_scale", "guidance_embeds") if sana_cfg.get(k) and k not in supported]
+    if unsupported:
+        import diffusers
+
+        raise OpenUniError(f"{sana} uses {unsupported}, which diffusers {diffusers.__version__} does not know; "
+                           "upgrade diffusers (pip install -U diffusers) for this SANA model.")
+    log(f"[OpenUni] {variant.name}: loading InternVL3 ({info.format} format), SANA and DC-AE in {torch_dtype}")
+
+    # 2. Weights, each straight into its target dtype.
+    model, tokenizer, _ = load_internvl(mllm, dtype=torch_dtype, attn_implementation=attn,
+                                        state_override=ckpt.groups["lmm"] or None)
+    bridge = _bridge(ckpt, variant, torch_dtype)
+    transformer = SanaTransformer2DModel.from_pretrained(str(sana / "transformer"), torch_dtype=torch_dtype)
+    notes = []
+    if ckpt.groups["transformer"]:
+        _apply(transformer, ckpt.groups["transformer"], f"{checkpoint.name} transformer.*", warn_partial=True)
+        notes.append("SANA transformer weights replaced by the checkpoint's fine-tuned ones")
+    decoder = AutoencoderDC.from_pretrained(str(vae), torch_dtype=torch_dtype)
+    if ckpt.groups["vae"]:
+        _apply(decoder, ckpt.groups["vae"], f"{checkpoint.name} vae.*")
+    for m in (transformer, decoder):
+        m.eval().requires_grad_(False)
+    report = LoadReport(variant.name, info.format, ckpt.found(), notes)
+    log(f"[OpenUni] {report}")
+    model_id = _fingerprint(checkpoint, mllm / "config.json", sana / "transformer" / "config.json")
+    return OpenUniModel(variant=variant, mllm=model, tokenizer=tokenizer, use_thumbnail=info.use_thumbnail,
+                        bridge=bridge, transformer=transformer, scheduler_config=sched_cfg, vae=decoder,
+                        dtype=torch_dtype, devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev},
+                        offload=offload, model_id=model_id, report=report)
+
+
+def _bridge(ckpt: OpenUniCheckpoint, variant: Variant, dtype: torch.dtype):
+    from .connector import build_query_bridge
+
+    return build_query_bridge(ckpt.meta_queries, ckpt.groups["connector"], ckpt.groups["projector"],
+                              heads=variant.connector_heads, dtype=dtype, source=str(ckpt.path))
+
+
+def _apply(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, warn_partial: bool = False) -> None:
+    """Overlay checkpoint weights on a loaded module; every key must land, every shape must fit."""
+    own = module.state_dict()
+    unknown = [k for k in state if k not in own]
+    if unknown:
+        raise OpenUniError(f"{source}: {len(unknown)} weights have no place in the model, e.g. {unknown[:3]}.")
+    bad = [f"{k}: {list(v.shape)} vs {list(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
+    if bad:
+        raise OpenUniError(f"{source}: weights do not fit the model: {bad[:3]}. Is the SANA folder the one this "
+                           "checkpoint was trained on?")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
+    if warn_partial and len(state) < len(own):
+        warnings.warn(f"{source}: replaced {len(state)} of {len(own)} tensors; the rest keep the base weights.")

@@ -1,0 +1,213 @@
+"""Every bad input gets a clear error that names the problem (and the fix) before heavy work starts."""
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from openuni_core import model as model_mod
+from openuni_core.errors import MissingModelFilesError, OpenUniError
+from openuni_core.files import Layout, download_variant, missing_error, missing_parts
+from openuni_core.model import load_openuni
+from openuni_core.variants import VARIANTS
+
+
+class _Evil:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.fixture
+def no_heavy_loading(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("heavy loading started before the inputs were validated")
+
+    monkeypatch.setattr(model_mod, "load_internvl", boom)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
+    return dst
+
+
+LOAD_CASES = {
+    "B checkpoint with L InternVL3": (lambda t, l, d: (t.checkpoint, l.mllm_original, t.sana, t.vae),
+                                      r"Mismatched models: .*needs.*LLM width 32.*LLM width 48"),
+    "L checkpoint with B InternVL3": (lambda t, l, d: (l.checkpoint, t.mllm_hf, l.sana, l.vae),
+                                      r"Mismatched models.*LLM width 48.*LLM width 32"),
+    "B checkpoint with L SANA": (lambda t, l, d: (t.checkpoint, t.mllm_original, l.sana, t.vae),
+                                 r"Mismatched models: .*needs .*SANA folder"),
+    "missing InternVL3 folder": (lambda t, l, d: (t.checkpoint, d / "nope", t.sana, t.vae),
+                                 r"InternVL3 folder not found: .*nope"),
+    "empty InternVL3 folder": (lambda t, l, d: (t.checkpoint, d / "empty", t.sana, t.vae),
+                               r"config\.json is missing"),
+    "SANA folder without transformer config": (lambda t, l, d: (t.checkpoint, t.mllm_original, d / "empty", t.vae),
+                                               r"SANA folder .*config\.json is missing"),
+    "DC-AE given a SANA folder": (lambda t, l, d: (t.checkpoint, t.mllm_original, t.sana, t.sana),
+                                  r"DC-AE folder .*config\.json is missing"),
+    "missing checkpoint": (lambda t, l, d: (d / "x.pth", t.mllm_original, t.sana, t.vae), r"checkpoint not found"),
+    "checkpoint with wrong suffix": (lambda t, l, d: (t.mllm_original / "config.json", t.mllm_original, t.sana, t.vae),
+                                     r"must be a \.pth or \.safetensors"),
+    "InternVL folder given as SANA": (lambda t, l, d: (t.checkpoint, t.mllm_original, t.mllm_original, t.vae),
+                                      r"SANA folder .*is missing"),
+    "SANA folder given as InternVL": (lambda t, l, d: (t.checkpoint, t.sana, t.sana, t.vae),
+                                      r"config\.json is missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(LOAD_CASES))
+def test_bad_model_files(case, tiny, tiny_l, tmp_path, no_heavy_loading):
+    (tmp_path / "empty").mkdir()
+    make, pattern = LOAD_CASES[case]
+    with pytest.raises(OpenUniError, match=pattern):
+        load_openuni(*make(tiny, tiny_l, tmp_path), dtype="fp32", device="cpu")
+
+
+def test_truncated_pth(tiny, tmp_path, no_heavy_loading):
+    data = tiny.checkpoint.read_bytes()
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OpenUniError, match=r"truncated or corrupt.*download it again"):
+        load_openuni(bad, tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
+
+
+def test_truncated_safetensors(tiny, tmp_path, no_heavy_loading):
+    data = tiny.checkpoint_safetensors.read_bytes()
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(OpenUniError, match=r"corrupt or truncated"):
+        load_openuni(bad, tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
+
+
+def test_empty_checkpoint(tiny, tmp_path, no_heavy_loading):
+    (tmp_path / "e.pth").write_bytes(b"")
+    with pytest.raises(OpenUniError, match="empty"):
+        load_openuni(tmp_path / "e.pth", tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tiny, tmp_path, no_heavy_loading):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"meta_queries": _Evil(marker)}, evil)
+    with pytest.raises(OpenUniError, match="Refused to load"):
+        load_openuni(evil, tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
+    assert not marker.exists()
+    # a plain pickle (not a torch zip) with the same payload
+    raw = tmp_path / "raw.pth"
+    raw.write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(OpenUniError):
+        load_openuni(raw, tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload, pattern", [
+    ([1, 2, 3], "not an OpenUni checkpoint"),
+    ({"weights": torch.zeros(2)}, "cannot be placed"),
+    ({"meta_queries": torch.zeros(10, 32), "connector.layers.0.x": torch.zeros(1), "projector.weight": torch.zeros(1)},
+     r"meta_queries has shape \[10, 32\]"),
+    ({"meta_queries": torch.zeros(256, 32)}, "no connector weights"),
+])
+def test_not_an_openuni_state_dict(payload, pattern, tiny, tmp_path, no_heavy_loading):
+    path = tmp_path / "x.pth"
+    torch.save(payload, path)
+    with pytest.raises(OpenUniError, match=pattern):
+        load_openuni(path, tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
+
+
+def test_unknown_meta_query_width(tiny, tmp_path, no_heavy_loading):
+    sd = torch.load(tiny.checkpoint, weights_only=True)
+    sd["meta_queries"] = torch.zeros(256, 40)
+    path = tmp_path / "odd.pth"
+    torch.save(sd, path)
+    with pytest.raises(OpenUniError, match="40 wide, which matches no OpenUni variant"):
+        load_openuni(path, tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
+
+
+def test_tokenizer_without_special_tokens(tiny, tmp_path):
+    folder = _copy(tiny.mllm_original, tmp_path / "mllm")
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg["added_tokens_decoder"] = {k: v for k, v in cfg["added_tokens_decoder"].items() if v["content"] != "<IMG_CONTEXT>"}
+    cfg["additional_special_tokens"] = [t for t in cfg["additional_special_tokens"] if t != "<IMG_CONTEXT>"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(OpenUniError, match=r"lacks the special tokens \['<IMG_CONTEXT>'\]"):
+        load_openuni(tiny.checkpoint, folder, tiny.sana, tiny.vae, device="cpu")
+
+
+SAMPLE_CASES = {
+    "width 500": (dict(width=500), r"width 500 .*multiple of 32.*Try 512"),
+    "height 16": (dict(height=16), r"height 16"),
+    "width 0": (dict(width=0), r"width 0"),
+    "width 10000": (dict(width=10000), r"width 10000"),
+    "steps 0": (dict(steps=0), r"steps 0 is not allowed"),
+    "steps 5000": (dict(steps=5000), r"steps 5000"),
+    "cfg below 0": (dict(cfg=-1.0), r"cfg -1.0 is not allowed"),
+    "strength 0": (dict(strength=0.0), r"strength 0.0 is not allowed"),
+    "strength 1.5": (dict(strength=1.5), r"strength 1.5"),
+    "unknown sampler": (dict(sampler="ddim"), r"Unknown sampler 'ddim'"),
+    "batch 0": (dict(batch_size=0), r"batch_size 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(SAMPLE_CASES))
+def test_bad_sampling_arguments(case, model, monkeypatch):
+    kwargs, pattern = SAMPLE_CASES[case]
+    pos = model.encode_prompt("a")
+    monkeypatch.setattr(model.transformer, "forward", lambda *a, **k: pytest.fail("sampling started"))
+    args = dict(width=64, height=64, steps=2, cfg=2.0, seed=0)
+    args.update(kwargs)
+    with pytest.raises(OpenUniError, match=pattern):
+        model.sample(pos, **args)
+
+
+def test_bad_latents_and_foreign_conditioning(model):
+    pos = model.encode_prompt("a")
+    with pytest.raises(OpenUniError, match=r"latents are \[batch, 32"):
+        model.sample(pos, width=64, height=64, steps=2, init_latents=torch.zeros(1, 4, 2, 2), strength=0.5)
+    with pytest.raises(OpenUniError, match="NaN"):
+        model.sample(pos, width=64, height=64, steps=2, init_latents=torch.full((1, 32, 2, 2), float("nan")),
+                     strength=0.5)
+    with pytest.raises(OpenUniError, match="64×64 pixels but 96×64"):
+        model.sample(pos, width=96, height=64, steps=2, init_latents=torch.zeros(1, 32, 2, 2), strength=0.5)
+    foreign = type(pos)(pos.embeds, "another-model", pos.texts)
+    with pytest.raises(OpenUniError, match="different OpenUni model"):
+        model.sample(foreign, width=64, height=64, steps=2)
+    with pytest.raises(OpenUniError, match="multiples of 32"):
+        model.encode_images(torch.rand(1, 50, 64, 3))
+
+
+def test_overlong_prompt_is_refused_clearly(model):
+    with pytest.raises(OpenUniError, match=r"tokens long; this model takes at most"):
+        model.encode_prompt("fox " * 9000)
+
+
+def test_missing_files_offline_lists_files_repos_and_places(tmp_path, monkeypatch):
+    variant = VARIANTS["OpenUni-B-512"]
+    layout = Layout(tmp_path / "models" / "openuni")
+    missing = missing_parts(variant, layout)
+    assert [m.part for m in missing] == ["OpenUni checkpoint", "InternVL3", "SANA", "DC-AE"]
+    msg = str(missing_error(missing, variant))
+    for text in ("wusize/openuni", "OpenGVLab/InternVL3-1B", "Efficient-Large-Model/Sana_600M_512px_diffusers",
+                 "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers", str(layout.root / "mllm" / "InternVL3-1B"),
+                 "download_missing"):
+        assert text in msg
+
+    import huggingface_hub
+
+    def no_network(*a, **k):
+        raise OSError("Network is unreachable")
+
+    # What huggingface_hub raises when offline, without waiting for its retries.
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    with pytest.raises(MissingModelFilesError, match=r"(?s)Download failed.*wusize/openuni"):
+        download_variant(variant, layout, log=lambda s: None)
+    assert not any(p.is_file() and p.stat().st_size for p in layout.root.rglob("*"))

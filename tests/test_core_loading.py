@@ -1,0 +1,115 @@
+"""Loading every real format from disk, and what each checkpoint group does."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openuni_core.checkpoint import load_openuni_checkpoint
+from openuni_core.model import load_openuni
+
+
+def test_original_and_hf_folders_give_the_same_conditioning(tiny, model):
+    hf = load_openuni(tiny.checkpoint, tiny.mllm_hf, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+    assert model.report.mllm_format == "original" and hf.report.mllm_format == "hf"
+    prompts = ["a red fox in the snow", "a cat"]
+    a = model.encode_prompt(prompts).embeds
+    b = hf.encode_prompt(prompts).embeds
+    assert a.shape == (2, 256, 2304)
+    assert (a - b).abs().max().item() <= 1e-5
+    assert a.abs().max() > 0 and not torch.equal(a[0], a[1])
+
+
+def test_original_format_loads_without_custom_code(tiny):
+    cfg = json.loads((tiny.mllm_original / "config.json").read_text())
+    assert cfg["model_type"] == "internvl_chat" and "auto_map" in cfg
+    assert not (tiny.mllm_original / "tokenizer.json").exists()  # tokenizer from vocab.json + merges.txt
+
+
+def test_checkpoint_transformer_group_replaces_sana_weights_and_changes_the_image(tiny, model):
+    from diffusers import SanaTransformer2DModel
+
+    base = SanaTransformer2DModel.from_pretrained(str(tiny.sana / "transformer"))
+    ckpt = load_file(str(tiny.checkpoint_safetensors))
+    loaded = model.transformer.state_dict()
+    for key, base_t in base.state_dict().items():
+        want = ckpt[f"transformer.{key}"].float()
+        assert torch.equal(loaded[key], want), key
+        assert not torch.equal(base_t, want)
+    assert "transformer" in model.report.checkpoint_groups
+
+    # Same checkpoint minus its transformer group → base SANA → a different image from the same seed.
+    pth = torch.load(tiny.checkpoint, weights_only=True)
+    stripped = {k: v for k, v in pth.items() if not k.startswith("transformer.")}
+    path = tiny.root / "no_transformer.pth"
+    torch.save(stripped, path)
+    plain = load_openuni(path, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+    assert "transformer" not in plain.report.checkpoint_groups
+    kw = dict(width=64, height=64, steps=3, cfg=4.5, seed=3)
+    img_ft = model.decode(model.sample(model.encode_prompt("a house"), **kw))
+    img_base = plain.decode(plain.sample(plain.encode_prompt("a house"), **kw))
+    assert (img_ft - img_base).abs().max() > 1e-3
+
+
+def test_safetensors_checkpoint_equals_pth(tiny, model):
+    st = load_openuni(tiny.checkpoint_safetensors, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+    a = model.encode_prompt("a boat").embeds
+    b = st.encode_prompt("a boat").embeds
+    assert torch.equal(a, b)
+
+
+def test_checkpoint_groups_reported(tiny):
+    ckpt = load_openuni_checkpoint(tiny.checkpoint)
+    assert ckpt.found() == ["meta_queries", "connector", "projector", "transformer"]
+    assert ckpt.meta_queries.shape == (256, 32)
+    assert "connector (" in ckpt.describe()
+
+
+def test_lmm_and_vae_groups_apply_over_base_weights(tiny, model):
+    from safetensors import safe_open
+
+    with safe_open(str(tiny.mllm_original / "model.safetensors"), "pt") as f:
+        emb = f.get_tensor("language_model.model.embed_tokens.weight")
+    sd = torch.load(tiny.checkpoint, weights_only=True)
+    new_emb = (emb + 1.0).to(torch.bfloat16)
+    sd["lmm.language_model.model.embed_tokens.weight"] = new_emb
+    conv = model.vae.state_dict()["decoder.conv_out.conv.weight"] if "decoder.conv_out.conv.weight" in model.vae.state_dict() else None
+    key = "decoder.conv_out.weight" if conv is None else "decoder.conv_out.conv.weight"
+    vae_w = model.vae.state_dict()[key]
+    sd[f"vae.{key}"] = torch.zeros_like(vae_w)
+    path = tiny.root / "with_lmm.pth"
+    torch.save(sd, path)
+    m2 = load_openuni(path, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+    assert torch.equal(m2.mllm.get_input_embeddings().weight, new_emb.float())
+    assert torch.count_nonzero(m2.vae.state_dict()[key]) == 0
+    assert {"lmm", "vae"} <= set(m2.report.checkpoint_groups)
+
+
+def test_bf16_load_keeps_weights_in_bf16(tiny):
+    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="bf16", device="cpu")
+    for module in (m.mllm, m.bridge, m.transformer, m.vae):
+        dtypes = {p.dtype for p in module.parameters()}
+        assert dtypes == {torch.bfloat16}, (type(module).__name__, dtypes)
+    cond = m.encode_prompt("a bf16 fox")
+    lat = m.sample(cond, width=64, height=64, steps=2, cfg=3.0, seed=1)
+    assert torch.isfinite(lat).all()
+
+
+def test_variant_identified(tiny, tiny_l, model):
+    assert model.variant.name == "tiny-B"
+    m = load_openuni(tiny_l.checkpoint, tiny_l.mllm_hf, tiny_l.sana, tiny_l.vae, dtype="fp32", device="cpu")
+    assert m.variant.name == "tiny-L" and m.variant.pixels == 512
+
+
+def test_no_network_at_import():
+    import socket
+    import subprocess
+    import sys
+
+    code = ("import socket\n"
+            "def boom(*a, **k): raise SystemExit('network touched')\n"
+            "socket.socket.connect = boom\nsocket.create_connection = boom\n"
+            "import openuni_core, openuni_core.model, openuni_core.files, openuni_core.tiny\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    assert socket  # keep the import used

@@ -1,0 +1,118 @@
+"""DC-AE round trip and InternVL3 captioning."""
+
+import pytest
+import torch
+from PIL import Image
+
+from openuni_core import captioning
+from openuni_core.images import closest_tile_grid, tile_image, to_pil
+from openuni_core.internvl import IM_END
+
+
+def test_decode_encode_shapes_and_range(model):
+    lat = torch.randn(2, 32, 2, 3)
+    img = model.decode(lat)
+    assert img.shape == (2, 64, 96, 3) and img.min() >= 0 and img.max() <= 1
+    back = model.encode_images(img)
+    assert back.shape == lat.shape
+    # tiled and untiled decode agree on small inputs (tiling is a no-op below the tile size)
+    assert torch.allclose(model.decode(lat, tiled=True), img, atol=1e-5)
+
+
+def test_vae_decode_matches_diffusers_formula(model):
+    lat = torch.randn(1, 32, 2, 2)
+    ref = model.vae.decode(lat / model.vae.config.scaling_factor).sample
+    ours = model.decode(lat)
+    assert torch.allclose(ours, ((ref + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1), atol=1e-6)
+
+
+def test_tiling_grid_follows_internvl():
+    assert closest_tile_grid(448, 448, 12) == (1, 1)
+    assert closest_tile_grid(1344, 448, 12) == (3, 1)
+    assert closest_tile_grid(300, 600, 12) == (1, 2)
+    assert closest_tile_grid(800, 1600, 12) == (2, 4)  # same aspect, enough pixels → the larger grid
+    assert closest_tile_grid(4000, 1000, 6) in {(4, 1)}
+    wide = tile_image(Image.new("RGB", (1600, 400)), 12)
+    square = tile_image(Image.new("RGB", (448, 448)), 12)
+    assert len(square) == 1 and len(wide) == 4 + 1  # 4 tiles + thumbnail
+    assert all(t.size == (448, 448) for t in wide)
+
+
+class ScriptedHead(torch.nn.Module):
+    """Stands in for lm_head: emits a fixed token script, one token per call (independent of the LLM)."""
+
+    def __init__(self, vocab, script):
+        super().__init__()
+        self.vocab, self.script, self.calls = vocab, script, 0
+
+    def forward(self, h):
+        tok = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        out = torch.full((*h.shape[:-1], self.vocab), -1e4, dtype=h.dtype)
+        out[..., tok] = 0.0
+        return out
+
+
+def test_greedy_caption_stops_at_im_end(model):
+    tok = model.tokenizer
+    words = tok("a fox", add_special_tokens=False).input_ids
+    im_end = tok.convert_tokens_to_ids(IM_END)
+    after = tok("never", add_special_tokens=False).input_ids
+    head = ScriptedHead(model.mllm.config.text_config.vocab_size, words + [im_end] + after)
+    original = model.mllm.lm_head
+    model.mllm.lm_head = head
+    progress = []
+    try:
+        text = model.caption(torch.rand(64, 64, 3), "What is it?", max_new_tokens=20,
+                             progress=lambda i, n: progress.append(i))
+    finally:
+        model.mllm.lm_head = original
+    assert text == "a fox"
+    assert head.calls == len(words) + 1
+    assert progress and progress[-1] <= len(words) + 1
+
+
+def test_greedy_caption_is_deterministic_and_tiles_matter(model):
+    img = torch.rand(120, 480, 3)
+    a = model.caption(img, max_new_tokens=8)
+    b = model.caption(img, max_new_tokens=8)
+    assert a == b
+    seen = {}
+    orig = model.mllm.model.get_image_features
+
+    def spy(pixel_values, **kw):
+        seen["tiles"] = pixel_values.shape[0]
+        return orig(pixel_values=pixel_values, **kw)
+
+    model.mllm.model.get_image_features = spy
+    try:
+        model.caption(img, max_new_tokens=2, max_tiles=6)
+        wide = seen["tiles"]
+        model.caption(torch.rand(448, 448, 3), max_new_tokens=2, max_tiles=6)
+        square = seen["tiles"]
+    finally:
+        del model.mllm.model.get_image_features
+    assert square == 1 and wide > square
+
+
+def test_sampled_caption_depends_on_seed_only(model):
+    img = torch.rand(64, 64, 3)
+    a = model.caption(img, max_new_tokens=8, temperature=1.0, seed=1)
+    b = model.caption(img, max_new_tokens=8, temperature=1.0, seed=1)
+    assert a == b
+
+
+def test_chat_query_format():
+    q = captioning.chat_query("Q?", 2)
+    assert q.startswith("<|im_start|>system\n你是书生·万象")
+    assert q.count("<IMG_CONTEXT>") == 512
+    assert q.endswith("<img>" + "<IMG_CONTEXT>" * 512 + "</img>\nQ?<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "LA", "P", "I;16"])
+def test_images_with_alpha_or_gray_are_accepted(mode):
+    im = Image.new(mode, (20, 10))
+    assert to_pil(im).mode == "RGB"
+    t = torch.rand(10, 20, 4)
+    assert to_pil(t).size == (20, 10)
+    assert to_pil(torch.rand(10, 20, 1)).mode == "RGB"
