@@ -7,6 +7,7 @@ shapes are all validated (and the variant identified) before any large weight is
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import warnings
 from collections import OrderedDict
@@ -121,18 +122,32 @@ class OpenUniModel:
             m.to(device)
 
     @contextlib.contextmanager
-    def _use(self, part: str):
-        """Bring a part onto its compute device for the duration of the block (per the offload policy)."""
-        if not self._offloaded(part):
-            yield
-            return
-        self._move(part, self.devices[part])
+    def _use(self, part: str, what: str):
+        """Run a block with a part on its compute device (per the offload policy); turn out-of-memory into
+        an actionable error and leave the model usable."""
+        moved = self._offloaded(part)
         try:
+            if moved:
+                self._move(part, self.devices[part])
             yield
+        except Exception as e:
+            if not _is_oom(e):
+                raise
+            del e
+            self._release_memory()
+            raise OpenUniError(
+                f"Out of memory while {what} on {self.devices[part]}. Try a lower-memory policy (offload the MLLM, "
+                "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision."
+            ) from None
         finally:
-            self._move(part, CPU)
-            if self.devices[part].type == "cuda":
-                torch.cuda.empty_cache()
+            if moved:
+                self._move(part, CPU)
+                self._release_memory()
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def offload_all(self) -> None:
         """Move every part to the CPU (a host's "free memory" request); the next use brings them back."""
@@ -144,7 +159,7 @@ class OpenUniModel:
     def _encode_cached(self, keys: list[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
         todo = [i for i, k in enumerate(keys) if k not in self._cache]
         if todo:
-            with self._use("mllm"):
+            with self._use("mllm", "encoding the prompt"):
                 fresh = compute(todo)
             self.llm_forwards += 1
             for j, i in enumerate(todo):
@@ -225,7 +240,7 @@ class OpenUniModel:
         self.check_conditioning(negative, "negative")
         if init_latents is not None:
             sampling.check_latents(init_latents, what="input latent")
-        with self._use("sana"):
+        with self._use("sana", f"sampling {batch_size}×{width}×{height}"):
             latents = sampling.sample(
                 self.transformer, self.scheduler_config, positive.embeds, negative.embeds if negative else None,
                 width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler, batch_size=batch_size,
@@ -233,11 +248,11 @@ class OpenUniModel:
             return latents.cpu()
 
     def decode(self, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
-        with self._use("vae"):
+        with self._use("vae", "decoding latents"):
             return vae_ops.decode(self.vae, latents, tiled=tiled)
 
     def encode_images(self, images: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
-        with self._use("vae"):
+        with self._use("vae", "encoding images"):
             return vae_ops.encode(self.vae, images, tiled=tiled)
 
     def generate(self, prompt: str, negative: str | None = None, **kwargs) -> torch.Tensor:
@@ -248,9 +263,19 @@ class OpenUniModel:
 
     # ----- understanding ---------------------------------------------------------------------------
     def caption(self, image, question: str = captioning.DEFAULT_QUESTION, **kwargs) -> str:
-        with self._use("mllm"):
+        with self._use("mllm", "captioning"):
             return captioning.caption(self.mllm, self.tokenizer, image, question=conditioning.clean_prompt(question),
                                       use_thumbnail=self.use_thumbnail, **kwargs)
+
+
+_OOM_TYPES = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, _OOM_TYPES):
+        return True
+    text = str(e) if isinstance(e, RuntimeError) else ""
+    return "out of memory" in text.lower() or "can't allocate memory" in text.lower()
 
 
 def _as_image_list(images) -> list:
