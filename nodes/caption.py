@@ -1,0 +1,58 @@
+"""OpenUni Caption: InternVL3 chat describes an image or answers a question about it → STRING."""
+
+from __future__ import annotations
+
+from . import comfy_services as comfy
+from . import model_cache
+from .encode import MODEL_TOOLTIP, image_batch, require_model
+from .loader import CATEGORY, MODEL_TYPE
+from ..openuni_core.captioning import DEFAULT_QUESTION
+
+PROGRESS_INTERVAL = 0.1  # seconds between progress-bar messages while tokens stream
+
+
+class OpenUniCaption:
+    DESCRIPTION = ("Describes an image or answers a question about it with OpenUni's InternVL3 (the 'understanding' "
+                   "half). A batch gives one answer per image; the text is shown on the node and can feed a prompt.")
+    CATEGORY = CATEGORY
+    FUNCTION = "caption"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("text",)
+    OUTPUT_IS_LIST = (True,)
+    OUTPUT_TOOLTIPS = ("One answer per input image (a list: nodes downstream run once per answer).",)
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL_TYPE, {"tooltip": MODEL_TOOLTIP}),
+            "image": ("IMAGE", {"tooltip": "The image(s) to describe; each image is answered separately."}),
+            "question": ("STRING", {"multiline": True, "default": DEFAULT_QUESTION,
+                                    "tooltip": "What to ask about the image. Empty asks for a detailed caption."}),
+            "max_tiles": ("INT", {"default": 12, "min": 1, "max": 40,
+                                  "tooltip": "InternVL splits the image into up to this many 448×448 tiles (plus a "
+                                             "thumbnail); more tiles read finer detail but take longer."}),
+            "max_new_tokens": ("INT", {"default": 512, "min": 1, "max": 8192,
+                                       "tooltip": "Longest answer, in tokens."}),
+            "temperature": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 5.0, "step": 0.05,
+                                      "tooltip": "0 = greedy (same answer every time); higher = more varied."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
+                             "tooltip": "Seed for sampling when temperature is above 0."}),
+        }}
+
+    def caption(self, model, image, question, max_tiles, max_new_tokens, temperature, seed):
+        require_model(model)
+        images = image_batch(image)
+        model_cache.prepare(model, "mllm")
+        progress = comfy.Progress(len(images) * max_new_tokens, interval=PROGRESS_INTERVAL)
+        interrupt = comfy.interrupt_hook()
+        answers = []
+        for i, one in enumerate(images):
+            offset = i * max_new_tokens
+            answers.append(model.caption(one, question, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
+                                         temperature=temperature, seed=seed,
+                                         progress=lambda n, _total, o=offset: progress.update(o + n),
+                                         interrupt=interrupt))
+            progress.update(offset + max_new_tokens)
+        progress.done()
+        return {"ui": {"text": answers}, "result": (answers,)}

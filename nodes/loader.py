@@ -1,0 +1,123 @@
+"""OpenUni Model Loader: files from the model folders → OPENUNI_MODEL (cached while its inputs are unchanged)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import comfy_services as comfy
+from . import model_cache, model_files
+from ..openuni_core import files as core_files
+from ..openuni_core.errors import OpenUniError
+
+CATEGORY = "OpenUni"
+MODEL_TYPE = "OPENUNI_MODEL"
+PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
+MEMORY_POLICIES = {  # what the user reads → the core's offload policy
+    "keep all on GPU": "none",
+    "offload MLLM to CPU after encoding": "mllm",
+    "sequential offload (low VRAM)": "sequential",
+}
+ATTENTION = ["auto", "sdpa", "flash_attention_2", "eager"]
+LICENSE_NOTE = ("OpenUni's released weights are under the NTU S-Lab License 1.0 (non-commercial); InternVL3 and "
+                "SANA come with their own licenses, which govern the files you load.")
+
+
+class OpenUniModelLoader:
+    DESCRIPTION = ("Loads OpenUni (InternVL3 + meta queries + SANA + DC-AE) from models/openuni/. The loaded model "
+                   "is reused until an input here changes. " + LICENSE_NOTE)
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded OpenUni model, for the OpenUni encode, sampler, VAE and caption nodes.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        folders = "Pick a folder, or 'auto' to use the standard folder for the checkpoint's variant "
+        return {"required": {
+            "checkpoint": (model_files.checkpoint_choices(), {
+                "tooltip": "OpenUni checkpoint (.pth or .safetensors) in models/openuni/. Released names not yet "
+                           "downloaded are listed too; run with download_missing on to fetch one. " + LICENSE_NOTE}),
+            "mllm": (model_files.folder_choices("mllm"), {
+                "tooltip": folders + "(InternVL3-1B for OpenUni-B, InternVL3-2B for OpenUni-L) from "
+                           "models/openuni/mllm/ or models/LLM/. Original OpenGVLab and -hf formats both work."}),
+            "sana": (model_files.folder_choices("sana"), {
+                "tooltip": folders + "(the SANA diffusers folder the checkpoint was trained on) from "
+                           "models/openuni/sana/ or models/diffusers/."}),
+            "vae": (model_files.folder_choices("vae"), {
+                "tooltip": folders + "(dc-ae-f32c32-sana-1.1-diffusers) from models/openuni/vae/ or "
+                           "models/diffusers/; 'auto' also accepts a vae/ folder inside the SANA folder."}),
+            "precision": (PRECISIONS, {
+                "default": "auto",
+                "tooltip": "Weight precision. auto: bf16 on GPUs that support it (else fp16), fp32 on the CPU."}),
+            "memory": (list(MEMORY_POLICIES), {
+                "default": "keep all on GPU",
+                "tooltip": "keep all on GPU: fastest. offload MLLM: InternVL3 goes back to the CPU after encoding and "
+                           "captioning. sequential: each part is on the GPU only while it runs (lowest VRAM, slower)."}),
+            "attention": (ATTENTION, {
+                "default": "auto",
+                "tooltip": "Attention kernel for InternVL3. auto: flash_attention_2 when installed on CUDA, else sdpa."}),
+            "download_missing": ("BOOLEAN", {
+                "default": False,
+                "tooltip": "Off: never touches the network; missing files are listed with where to get them. On: "
+                           "fetches the missing files of the chosen released checkpoint's variant from Hugging Face "
+                           "into models/openuni/ (several GB)."}),
+        }}
+
+    def load(self, checkpoint, mllm, sana, vae, precision, memory, attention, download_missing=False):
+        if memory not in MEMORY_POLICIES:
+            raise OpenUniError(f"Unknown memory policy {memory!r}; choose one of {', '.join(MEMORY_POLICIES)}.")
+        model_files.register_folders()
+        files = model_files.resolve(checkpoint, mllm, sana, vae)
+        missing = _missing(files, checkpoint)
+        if missing:
+            if not download_missing or files.variant is None:
+                raise core_files.missing_error(missing, files.variant)
+            core_files.download_variant(files.variant, model_files.layout(), checkpoint, log=comfy.info)
+            files = model_files.resolve(checkpoint, mllm, sana, vae)
+            missing = _missing(files, checkpoint)
+            if missing:
+                raise core_files.missing_error(missing, files.variant)
+        device = comfy.torch_device()
+        key = (_stamp(files.checkpoint), _stamp(files.mllm), _stamp(files.sana), _stamp(files.vae),
+               precision, memory, attention, str(device))
+        model = model_cache.get(key)
+        if model is not None:
+            return (model,)
+        model_cache.forget()
+        comfy.free_memory(_estimate_bytes(files, precision), device)
+        from ..openuni_core.model import load_openuni  # transformers/diffusers load only when a model does
+
+        model = load_openuni(files.checkpoint, files.mllm, files.sana, files.vae, dtype=precision,
+                             device=str(device) if device is not None else None,
+                             offload=MEMORY_POLICIES[memory], attention=attention, log=comfy.info)
+        model_cache.put(key, model)
+        return (model,)
+
+
+def _missing(files: model_files.ResolvedFiles, checkpoint: str) -> list:
+    if files.variant is None:  # explicit picks of listed files/folders: they exist
+        return []
+    missing = core_files.missing_parts(files.variant, model_files.layout(), checkpoint, mllm=files.mllm,
+                                       sana=files.sana, vae=files.vae or files.sana / "vae")
+    # The core checks the checkpoint in the first models/openuni root; ours may sit in another registered one.
+    return [m for m in missing if not (m.part == "OpenUni checkpoint" and files.checkpoint.is_file())]
+
+
+def _stamp(path: Path | None):
+    if path is None:
+        return None
+    try:
+        target = path / "config.json" if path.is_dir() else path
+        st = target.stat()
+        return str(path.resolve()), st.st_size, st.st_mtime_ns
+    except OSError:
+        return str(path), None, None
+
+
+def _estimate_bytes(files: model_files.ResolvedFiles, precision: str) -> int:
+    """Weights on disk (bf16 in the releases), scaled to the chosen precision: what loading will need."""
+    total = files.checkpoint.stat().st_size if files.checkpoint.is_file() else 0
+    for folder in (files.mllm, files.sana / "transformer", files.vae or files.sana / "vae"):
+        total += sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+    return total * (2 if precision == "fp32" else 1)
