@@ -25,9 +25,32 @@ def _save_png(images, out: Path) -> list[Path]:
     return paths
 
 
+def _resolve_paths(args) -> None:
+    """--models-dir/--variant fill unset paths from the standard layout; --download fetches missing ones."""
+    if not args.models_dir:
+        missing = [f"--{n}" for n in ("mllm", "sana", "checkpoint") if not getattr(args, n)]
+        if missing:
+            raise OpenUniError(f"Give {', '.join(missing)}, or --models-dir (with --variant) to use the standard layout.")
+        return
+    from .files import Layout, download_variant
+    from .variants import VARIANTS
+
+    if args.variant not in VARIANTS or VARIANTS[args.variant].test_only:
+        raise OpenUniError(f"--variant must be one of {[n for n, v in VARIANTS.items() if not v.test_only]}.")
+    variant, layout = VARIANTS[args.variant], Layout(Path(args.models_dir))
+    name = Path(args.checkpoint).name if args.checkpoint else variant.checkpoints[-1]
+    if args.download:
+        download_variant(variant, layout, name, log=lambda s: print(s, file=sys.stderr))
+    args.checkpoint = args.checkpoint or str(layout.checkpoint(name))
+    args.mllm = args.mllm or str(layout.mllm(variant.mllm_repo))
+    args.sana = args.sana or str(layout.sana(variant.sana_repo))
+    args.vae = args.vae or str(layout.vae())
+
+
 def _load(args):
     from .model import load_openuni
 
+    _resolve_paths(args)
     return load_openuni(args.checkpoint, args.mllm, args.sana, args.vae, dtype=args.dtype, device=args.device,
                         mllm_device=getattr(args, "mllm_device", None), offload=getattr(args, "offload", "none"),
                         attention=getattr(args, "attention", "auto"), log=lambda s: print(s, file=sys.stderr))
@@ -127,10 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m openuni_core", description="OpenUni engine (InternVL3 + SANA).")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="text (or image) → image")
-    g.add_argument("--mllm", required=True, help="InternVL3 folder (original or -hf format)")
-    g.add_argument("--sana", required=True, help="SANA diffusers folder (transformer/, scheduler/)")
+    g.add_argument("--mllm", help="InternVL3 folder (original or -hf format)")
+    g.add_argument("--sana", help="SANA diffusers folder (transformer/, scheduler/)")
     g.add_argument("--vae", help="DC-AE folder (default: SANA folder's vae/)")
-    g.add_argument("--checkpoint", required=True, help="OpenUni .pth or .safetensors")
+    g.add_argument("--checkpoint", help="OpenUni .pth or .safetensors")
+    g.add_argument("--models-dir", help="use the standard layout under this folder (see README) for unset paths")
+    g.add_argument("--variant", default="OpenUni-B-512", help="variant for --models-dir / --download")
+    g.add_argument("--download", action="store_true",
+                   help="fetch missing files of --variant into --models-dir with huggingface_hub (off by default)")
     g.add_argument("--prompt", required=True)
     g.add_argument("--negative", default="")
     g.add_argument("--image", help="image-to-image: start from this image (needs --strength)")

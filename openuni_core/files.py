@@ -121,6 +121,22 @@ def missing_error(missing: list[Missing], variant: Variant | None) -> MissingMod
     )
 
 
+def check_present(checkpoint: Path, mllm: Path, sana: Path, vae: Path) -> None:
+    """Absent or empty parts → one error listing each with its repo id and where it goes."""
+    variant = guess_variant(checkpoint.name)
+    mllm_repo = variant.mllm_repo if variant else "OpenGVLab/InternVL3-1B (B) or OpenGVLab/InternVL3-2B (L)"
+    sana_repo = variant.sana_repo if variant else "the SANA repo of your variant (see README)"
+    parts = [
+        Missing("OpenUni checkpoint", checkpoint, OPENUNI_REPO, checkpoint.name),
+        Missing("InternVL3", mllm, mllm_repo, "whole repo"),
+        Missing("SANA", sana, sana_repo, "transformer/ and scheduler/"),
+        Missing("DC-AE", vae, DCAE_REPO, "config.json + weights"),
+    ]
+    missing = [m for m in parts if not (m.path.is_file() if m.part == "OpenUni checkpoint" else is_model_folder(m.path))]
+    if missing:
+        raise missing_error(missing, variant)
+
+
 def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = None, *, log=print) -> None:
     """Fetch the known files of a known variant into `layout` (explicit user choice only).
 
@@ -138,6 +154,7 @@ def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = 
         raise OpenUniError(f"{name!r} is not a released {variant.name} checkpoint; choose one of {variant.checkpoints}.")
     todo = missing_parts(variant, layout, name)
     try:
+        layout.root.mkdir(parents=True, exist_ok=True)
         for m in todo:
             log(f"[OpenUni] downloading {m.repo} → {m.path}")
             if m.part == "OpenUni checkpoint":

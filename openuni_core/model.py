@@ -21,7 +21,7 @@ from . import captioning, conditioning, sampling, vae as vae_ops
 from .checkpoint import OpenUniCheckpoint, load_openuni_checkpoint
 from .conditioning import QueryConditioning
 from .errors import OpenUniError
-from .files import sana_scheduler_config, sana_transformer_config, vae_config
+from .files import check_present, sana_scheduler_config, sana_transformer_config, vae_config
 from .images import check_size, edit_pixel_values, to_pil
 from .internvl import IMG_CONTEXT, inspect_internvl_folder, load_internvl
 from .variants import Variant, identify_variant
@@ -296,14 +296,12 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
         raise OpenUniError(f"Unknown offload policy {offload!r}; choose one of {', '.join(OFFLOAD)}.")
     attn = resolve_attention(attention, mllm_dev)
 
-    # 1. Cheap checks: every folder's config and the checkpoint's shapes, then the variant.
+    # 1. Cheap checks: presence of every part, each folder's config and the checkpoint's shapes, then the variant.
+    vae = Path(vae) if vae else sana / "vae"
+    check_present(checkpoint, mllm, sana, vae)
     info = inspect_internvl_folder(mllm)
     sana_cfg = sana_transformer_config(sana)
     sched_cfg = sana_scheduler_config(sana)
-    vae = Path(vae) if vae else sana / "vae"
-    if not vae.is_dir():
-        raise OpenUniError(f"No DC-AE given and {sana} has no vae/ folder. Put mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers "
-                           "in models/openuni/vae/ and pick it.")
     vae_config(vae)
     ckpt: OpenUniCheckpoint = load_openuni_checkpoint(checkpoint)
     variant = identify_variant(checkpoint_llm_hidden=ckpt.llm_hidden, mllm_llm_hidden=info.llm_hidden, sana_config=sana_cfg,

@@ -47,14 +47,14 @@ LOAD_CASES = {
     "B checkpoint with L SANA": (lambda t, l, d: (t.checkpoint, t.mllm_original, l.sana, t.vae),
                                  r"Mismatched models: .*needs .*SANA folder"),
     "missing InternVL3 folder": (lambda t, l, d: (t.checkpoint, d / "nope", t.sana, t.vae),
-                                 r"InternVL3 folder not found: .*nope"),
+                                 r"(?s)missing:.*InternVL3: .*nope  ←  OpenGVLab/InternVL3"),
     "empty InternVL3 folder": (lambda t, l, d: (t.checkpoint, d / "empty", t.sana, t.vae),
-                               r"config\.json is missing"),
+                               r"(?s)missing:.*InternVL3: .*empty"),
     "SANA folder without transformer config": (lambda t, l, d: (t.checkpoint, t.mllm_original, d / "empty", t.vae),
-                                               r"SANA folder .*config\.json is missing"),
+                                               r"(?s)missing:.*SANA: .*empty"),
     "DC-AE given a SANA folder": (lambda t, l, d: (t.checkpoint, t.mllm_original, t.sana, t.sana),
                                   r"DC-AE folder .*config\.json is missing"),
-    "missing checkpoint": (lambda t, l, d: (d / "x.pth", t.mllm_original, t.sana, t.vae), r"checkpoint not found"),
+    "missing checkpoint": (lambda t, l, d: (d / "x.pth", t.mllm_original, t.sana, t.vae), r"(?s)missing:.*OpenUni checkpoint: .*x\.pth  ←  wusize/openuni"),
     "checkpoint with wrong suffix": (lambda t, l, d: (t.mllm_original / "config.json", t.mllm_original, t.sana, t.vae),
                                      r"must be a \.pth or \.safetensors"),
     "InternVL folder given as SANA": (lambda t, l, d: (t.checkpoint, t.mllm_original, t.mllm_original, t.vae),
@@ -211,3 +211,35 @@ def test_missing_files_offline_lists_files_repos_and_places(tmp_path, monkeypatc
     with pytest.raises(MissingModelFilesError, match=r"(?s)Download failed.*wusize/openuni"):
         download_variant(variant, layout, log=lambda s: None)
     assert not any(p.is_file() and p.stat().st_size for p in layout.root.rglob("*"))
+
+
+def test_download_fetches_only_known_files_into_the_given_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_file(repo, filename, local_dir):
+        calls.append(("file", repo, filename, local_dir))
+        (Path(local_dir) / filename).write_bytes(b"x")
+
+    def fake_snapshot(repo, local_dir, allow_patterns):
+        calls.append(("snapshot", repo, tuple(allow_patterns), local_dir))
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        (Path(local_dir) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_file)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    variant = VARIANTS["OpenUni-L-1024"]
+    layout = Layout(tmp_path / "openuni")
+    download_variant(variant, layout, log=lambda s: None)
+    assert calls[0] == ("file", "wusize/openuni", variant.checkpoints[-1], str(layout.root))
+    repos = [c[1] for c in calls[1:]]
+    assert repos == ["OpenGVLab/InternVL3-2B", "Efficient-Large-Model/SANA1.5_1.6B_1024px_diffusers",
+                     "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers"]
+    assert all(str(c[3]).startswith(str(layout.root)) for c in calls)
+    assert ("transformer/*" in calls[2][2]) and not any("text_encoder" in p for p in calls[2][2])
+    calls.clear()
+    download_variant(variant, layout, log=lambda s: None)  # everything present now: nothing fetched
+    assert calls == []
+    with pytest.raises(OpenUniError, match="not a released"):
+        download_variant(variant, layout, "../../evil.pth", log=lambda s: None)
