@@ -104,6 +104,7 @@ class OpenUniModel:
         self.max_prompt_tokens = int(mllm.config.text_config.max_position_embeddings) - bridge.meta_queries.shape[0]
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.llm_forwards = 0  # how many times the LLM actually ran (benchmarks and tests read this)
+        self._where: dict[str, torch.device] = {}
         for part in self._parts:
             self._move(part, CPU if self._offloaded(part) else self.devices[part])
 
@@ -118,8 +119,11 @@ class OpenUniModel:
         return self.offload == "sequential" or (self.offload == "mllm" and part == "mllm")
 
     def _move(self, part: str, device: torch.device) -> None:
+        if self._where.get(part) == device:
+            return
         for m in self._parts[part]:
             m.to(device)
+        self._where[part] = device
 
     @contextlib.contextmanager
     def _use(self, part: str, what: str):
@@ -127,8 +131,7 @@ class OpenUniModel:
         an actionable error and leave the model usable."""
         moved = self._offloaded(part)
         try:
-            if moved:
-                self._move(part, self.devices[part])
+            self._move(part, self.devices[part])  # no-op when already there
             yield
         except Exception as e:
             if not _is_oom(e):
@@ -150,10 +153,14 @@ class OpenUniModel:
             torch.cuda.empty_cache()
 
     def offload_all(self) -> None:
-        """Move every part to the CPU (a host's "free memory" request); the next use brings them back."""
+        """Move every part to the CPU (a host's "free memory" request); each comes back on its next use
+        and then follows the offload policy again."""
         for part in self._parts:
             self._move(part, CPU)
-        self.offload = "sequential" if any(d.type != "cpu" for d in self.devices.values()) else self.offload
+        self._release_memory()
+
+    def placement(self) -> dict[str, str]:
+        return {part: str(dev) for part, dev in self._where.items()}
 
     # ----- conditioning ----------------------------------------------------------------------------
     def _encode_cached(self, keys: list[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:

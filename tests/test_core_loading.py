@@ -113,3 +113,46 @@ def test_no_network_at_import():
             "import openuni_core, openuni_core.model, openuni_core.files, openuni_core.tiny\n")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
     assert socket  # keep the import used
+
+
+def test_devices_and_offload_policies_place_parts(tiny, monkeypatch):
+    """Placement logic with a stand-in compute device: the policy decides what stays and what goes back."""
+    from openuni_core import model as model_mod
+
+    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu",
+                     mllm_device="cpu", offload="mllm")
+    moves = []
+    fake = torch.device("cuda", 0)
+    monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+    def fake_move(part, dev):
+        if m._where.get(part) != dev:
+            moves.append((part, str(dev)))
+            m._where[part] = dev
+
+    monkeypatch.setattr(m, "_move", fake_move)
+    m._where = {"mllm": model_mod.CPU, "sana": fake, "vae": fake}
+    with m._use("mllm", "test"):
+        pass
+    with m._use("sana", "test"):
+        pass
+    assert moves == [("mllm", "cuda:0"), ("mllm", "cpu")]  # MLLM offloaded after use, SANA stays
+    moves.clear()
+    m.offload = "sequential"
+    for _ in range(2):
+        with m._use("sana", "test"):
+            pass
+    assert moves == [("sana", "cpu"), ("sana", "cuda:0"), ("sana", "cpu")]
+    moves.clear()
+    m.offload = "none"
+    m._where = {"mllm": model_mod.CPU, "sana": model_mod.CPU, "vae": model_mod.CPU}  # after offload_all()
+    with m._use("vae", "test"):
+        pass
+    assert moves == [("vae", "cuda:0")]  # comes back and stays
+
+
+@pytest.mark.parametrize("dtype", ["fp16"])
+def test_fp16_load_and_sample(tiny, dtype):
+    m = load_openuni(tiny.checkpoint_safetensors, tiny.mllm_hf, tiny.sana, tiny.vae, dtype=dtype, device="cpu")
+    assert m.transformer.dtype == torch.float16 and m.mllm.dtype == torch.float16
+    lat = m.sample(m.encode_prompt("x"), width=32, height=32, steps=2, cfg=2.0, seed=0)
+    assert torch.isfinite(lat).all()
