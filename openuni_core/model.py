@@ -105,6 +105,9 @@ class OpenUniModel:
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.llm_forwards = 0  # how many times the LLM actually ran (benchmarks and tests read this)
         self._where: dict[str, torch.device] = {}
+        # Host hook: called with (bytes, device) before a part moves onto an accelerator, so the host
+        # (ComfyUI's model management) can make room first.
+        self.request_memory: Callable[[int, torch.device], None] | None = None
         for part in self._parts:
             self._move(part, CPU if self._offloaded(part) else self.devices[part])
 
@@ -118,9 +121,14 @@ class OpenUniModel:
             return False
         return self.offload == "sequential" or (self.offload == "mllm" and part == "mllm")
 
+    def part_bytes(self, part: str) -> int:
+        return sum(p.numel() * p.element_size() for m in self._parts[part] for p in m.parameters())
+
     def _move(self, part: str, device: torch.device) -> None:
         if self._where.get(part) == device:
             return
+        if device.type != "cpu" and self.request_memory is not None:
+            self.request_memory(self.part_bytes(part), device)
         for m in self._parts[part]:
             m.to(device)
         self._where[part] = device
@@ -160,7 +168,11 @@ class OpenUniModel:
         self._release_memory()
 
     def placement(self) -> dict[str, str]:
+        """Where each part (mllm, sana, vae) is now."""
         return {part: str(dev) for part, dev in self._where.items()}
+
+    def on_accelerator(self) -> bool:
+        return any(dev.type != "cpu" for dev in self._where.values())
 
     # ----- conditioning ----------------------------------------------------------------------------
     def _encode_cached(self, keys: list[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:

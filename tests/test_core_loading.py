@@ -156,3 +156,16 @@ def test_fp16_load_and_sample(tiny, dtype):
     assert m.transformer.dtype == torch.float16 and m.mllm.dtype == torch.float16
     lat = m.sample(m.encode_prompt("x"), width=32, height=32, steps=2, cfg=2.0, seed=0)
     assert torch.isfinite(lat).all()
+
+
+def test_request_memory_hook_runs_before_moving_onto_an_accelerator(tiny, monkeypatch):
+    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+    asked = []
+    m.request_memory = lambda n, dev: asked.append((n, str(dev)))
+    fake = torch.device("cuda", 0)
+    monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)  # no real GPU here
+    with m._use("vae", "test"):
+        pass
+    assert asked == [(m.part_bytes("vae"), "cuda:0")] and m.part_bytes("vae") > 0
+    assert m.placement()["vae"] == "cuda:0" and m.on_accelerator()
