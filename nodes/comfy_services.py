@@ -103,7 +103,7 @@ def install_memory_hooks(on_unload_all, on_need_room) -> bool:
 
     def free_memory(memory_required, device, *args, **kwargs):
         result = original_free(memory_required, device, *args, **kwargs)
-        if not getattr(_ours, "depth", 0):
+        if not getattr(_ours, "depth", 0) and not getattr(_ours, "unloading", False):
             try:
                 if memory_required >= UNLOAD_ALL:
                     on_unload_all()
@@ -114,7 +114,11 @@ def install_memory_hooks(on_unload_all, on_need_room) -> bool:
         return result
 
     def unload_all_models(*args, **kwargs):
-        result = original_unload(*args, **kwargs)
+        _ours.unloading = True  # its inner free_memory(1e30) call is this same request
+        try:
+            result = original_unload(*args, **kwargs)
+        finally:
+            _ours.unloading = False
         try:
             on_unload_all()
         except Exception:

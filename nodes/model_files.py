@@ -41,14 +41,23 @@ def register_folders() -> None:
     if fp is None:
         return
     root = os.path.join(fp.models_dir, OPENUNI)
-    fp.add_model_folder_path(OPENUNI, root)
+    _add(fp, OPENUNI, root)
     for kind, name in OWN_SUBFOLDER.items():
-        fp.add_model_folder_path(name, os.path.join(root, kind))
+        _add(fp, name, os.path.join(root, kind))
     if "LLM" not in fp.folder_names_and_paths:
-        fp.add_model_folder_path("LLM", os.path.join(fp.models_dir, "LLM"))
+        _add(fp, "LLM", os.path.join(fp.models_dir, "LLM"))
     paths, exts = fp.folder_names_and_paths[OPENUNI]
     if not exts:  # created by us: tell other tools which files are checkpoints here
         fp.folder_names_and_paths[OPENUNI] = (paths, set(CHECKPOINT_EXTENSIONS))
+
+
+def _add(fp, name: str, path: str) -> None:
+    """Our default folder goes first, like ComfyUI's own defaults: extra_model_paths.yaml is read before custom
+    nodes load, and its roots should add to models/openuni, not replace it as the download target."""
+    try:
+        fp.add_model_folder_path(name, path, is_default=True)
+    except TypeError:  # ComfyUI before is_default existed
+        fp.add_model_folder_path(name, path)
 
 
 def _folder_paths(name: str) -> list[Path]:

@@ -78,6 +78,7 @@ function setupSampler(node) {
     };
   }
   preset.value = matchPreset();
+  node.openuniSyncPreset = () => { preset.value = matchPreset(); };
 }
 
 function captionWidget(node) {
@@ -130,6 +131,12 @@ app.registerExtension({
       nodeType.prototype.onNodeCreated = function () {
         const r = onNodeCreated?.apply(this, arguments);
         setupSampler(this);
+        return r;
+      };
+      const onConfigure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function () {
+        const r = onConfigure?.apply(this, arguments);
+        this.openuniSyncPreset?.(); // a loaded workflow brings its own width/height
         return r;
       };
     }

@@ -1,0 +1,113 @@
+// Drives the real ComfyUI web UI in headless Chromium (playwright-core + Debian's chromium) for
+// tests/test_web_frontend.py. Prints one JSON object with what it saw.
+//
+//   NODE_PATH=/opt/pwtest/node_modules node tests/comfy_web_check.js <url> <request.json> <out.json> <shot.png>
+//
+// request.json: {"workflows": {name: uiWorkflow}, "tiny": {name: apiPromptWithTinyModels}, "caption": name}
+const fs = require("fs");
+const { chromium } = require("playwright-core");
+
+const [url, requestPath, outPath, shotPath] = process.argv.slice(2);
+const request = JSON.parse(fs.readFileSync(requestPath, "utf8"));
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const result = { pageErrors: [], consoleErrors: [] };
+  try {
+    const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    page.on("pageerror", (e) => result.pageErrors.push(String(e)));
+    page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
+    await page.goto(url, { waitUntil: "domcontentloaded", timeout: 120000 });
+    await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 120000 });
+    await page.waitForFunction(() => (window.app.extensions || []).some((e) => e.name === "OpenUni.Nodes"),
+      null, { timeout: 60000 }).catch(() => {});
+    await page.waitForTimeout(1500);
+    await page.keyboard.press("Escape");
+
+    result.extensionLoaded = await page.evaluate(() => (app.extensions || []).some((e) => e.name === "OpenUni.Nodes"));
+    result.registered = await page.evaluate(() => Object.keys(LiteGraph.registered_node_types).filter((t) => t.startsWith("OpenUni")));
+
+    // 1. Every UI-format example loads (no missing node types) and converts to the same API prompt.
+    result.workflows = {};
+    for (const [name, wf] of Object.entries(request.workflows)) {
+      result.workflows[name] = await page.evaluate(async (wf) => {
+        await app.loadGraphData(structuredClone(wf));
+        const nodes = app.graph._nodes;
+        const missing = nodes.map((n) => n.type).filter((t) => !LiteGraph.registered_node_types[t]);
+        const prompt = await app.graphToPrompt();
+        const saved = app.graph.serialize();
+        return {
+          missing,
+          nodeCount: nodes.length,
+          output: prompt.output,
+          widgetsValues: Object.fromEntries(saved.nodes.map((n) => [String(n.id), n.widgets_values])),
+        };
+      }, wf);
+    }
+
+    // 2. Width/height snapping and aspect presets on OpenUni Sampler.
+    result.sampler = await page.evaluate(async (wf) => {
+      const wide = structuredClone(wf);
+      const saved = wide.nodes.find((n) => n.type === "OpenUniSampler");
+      saved.widgets_values[5] = 1344; // width, after seed, control_after_generate, steps, cfg, sampler
+      saved.widgets_values[6] = 768;
+      await app.loadGraphData(wide);
+      const node = app.graph._nodes.find((n) => n.type === "OpenUniSampler");
+      const w = (name) => node.widgets.find((x) => x.name === name);
+      const out = { widgetNames: node.widgets.map((x) => x.name), presetOnLoad: w("aspect_preset").value,
+                    loadedSize: [w("width").value, w("height").value] };
+      w("width").callback(500);
+      w("height").callback(47);
+      out.snapped = [w("width").value, w("height").value];
+      const preset = w("aspect_preset");
+      out.presets = preset.options.values;
+      const label = preset.options.values.find((v) => v.includes("L-1024") && v.includes("16:9"));
+      preset.value = label;
+      preset.callback(label);
+      out.afterPreset = [w("width").value, w("height").value];
+      w("width").callback(1024);
+      out.presetAfterEdit = preset.value;
+      const prompt = await app.graphToPrompt();
+      out.promptKeys = Object.keys(prompt.output[String(node.id)].inputs);
+      return out;
+    }, request.workflows[request.sampler]);
+
+    // 3. Run the caption workflow with the tiny models from the UI's Queue and read the caption on the node.
+    result.caption = await page.evaluate(async ({ wf, tiny }) => {
+      await app.loadGraphData(structuredClone(wf));
+      for (const node of app.graph._nodes) {
+        const values = tiny[String(node.id)]?.inputs || {};
+        for (const widget of node.widgets || []) {
+          if (widget.name in values && !Array.isArray(values[widget.name])) widget.value = values[widget.name];
+        }
+      }
+      const node = app.graph._nodes.find((n) => n.type === "OpenUniCaption");
+      const widget = node.widgets.find((x) => x.name === "caption_text");
+      const before = widget ? widget.value : null;
+      await app.queuePrompt(0, 1);
+      const deadline = Date.now() + 180000;
+      while (Date.now() < deadline && !(widget && widget.value)) await new Promise((r) => setTimeout(r, 250));
+      const textarea = document.querySelector("textarea.openuni-caption");
+      return {
+        hasWidget: !!widget,
+        before,
+        text: widget ? widget.value : null,
+        domText: textarea ? textarea.value : null,
+        domVisible: textarea ? textarea.getBoundingClientRect().height > 0 : false,
+        nodeId: node.id,
+      };
+    }, { wf: request.workflows[request.caption], tiny: request.tiny[request.caption] });
+    await page.waitForTimeout(500);
+    await page.screenshot({ path: shotPath });
+  } finally {
+    await browser.close();
+  }
+  fs.writeFileSync(outPath, JSON.stringify(result, null, 2));
+}
+
+main().catch((e) => { console.error("WEB CHECK FAILED:", e); process.exit(1); });

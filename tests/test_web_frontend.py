@@ -1,0 +1,112 @@
+"""The frontend extension and the UI-format workflows in the REAL ComfyUI web UI, in headless Chromium.
+
+Needs COMFYUI_DIR (a ComfyUI checkout with its frontend package installed), Node.js, playwright-core
+(found through NODE_PATH, $PLAYWRIGHT_CORE_DIR or /opt/pwtest/node_modules) and a Chromium binary
+($CHROMIUM, default /usr/bin/chromium); skipped otherwise. Checks that:
+- web/openuni.js is loaded by the UI;
+- every example workflow loads by drag-and-drop format (no missing nodes) and the UI turns it into the same
+  API prompt as example_workflows/api/ (with the real model names);
+- OpenUni Sampler snaps width/height to multiples of 32 and its aspect presets set both;
+- running the caption workflow from the UI shows the caption text on the OpenUni Caption node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import comfy_workflows as wf  # noqa: E402
+from comfy_pack import load_pack  # noqa: E402
+from comfy_server import ComfyServer, comfy_dir, comfy_python, prepare_base  # noqa: E402
+
+HERE = Path(__file__).parent
+CDIR = comfy_dir()
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def _node_path() -> str | None:
+    for cand in [os.environ.get("PLAYWRIGHT_CORE_DIR"), *os.environ.get("NODE_PATH", "").split(os.pathsep),
+                 "/opt/pwtest/node_modules"]:
+        if cand and (Path(cand) / "playwright-core").is_dir():
+            return cand
+        if cand and Path(cand).name == "playwright-core" and Path(cand).is_dir():
+            return str(Path(cand).parent)
+    return None
+
+
+NODE_PATH = _node_path()
+pytestmark = pytest.mark.skipif(
+    CDIR is None or shutil.which("node") is None or NODE_PATH is None or not Path(CHROMIUM).exists(),
+    reason="needs COMFYUI_DIR, node, playwright-core and chromium")
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy_web")
+    python = comfy_python(CDIR)
+    prepare_base(base, python)
+    server = ComfyServer(CDIR, base, python).start()
+    try:
+        request = {
+            "workflows": {n: json.loads((wf.OUT / f"{n}.json").read_text()) for n in wf.WORKFLOWS},
+            "tiny": {n: json.loads((wf.OUT / "api" / f"{n}.json").read_text()) for n in wf.WORKFLOWS},
+            "caption": "openuni_caption_to_generate",
+            "sampler": "openuni_text_to_image",
+        }
+        req, out, shot = base / "request.json", base / "web_result.json", base / "caption_node.png"
+        req.write_text(json.dumps(request))
+        proc = subprocess.run(["node", str(HERE / "comfy_web_check.js"), server.url + "/", str(req), str(out), str(shot)],
+                              env={**os.environ, "NODE_PATH": NODE_PATH, "CHROMIUM": CHROMIUM},
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{server.log()[-3000:]}"
+        result = json.loads(out.read_text())
+        result["screenshot"] = str(shot)
+        print(f"\nscreenshot of the caption node: {shot}")
+        yield result
+    finally:
+        server.stop()
+
+
+def test_extension_is_loaded_without_errors(web):
+    assert web["extensionLoaded"]
+    assert {"OpenUniModelLoader", "OpenUniSampler", "OpenUniCaption"} <= set(web["registered"])
+    ours = [e for e in web["pageErrors"] + web["consoleErrors"] if "openuni" in e.lower()]
+    assert not ours, ours
+
+
+@pytest.mark.parametrize("name", sorted(wf.WORKFLOWS))
+def test_ui_workflow_loads_and_converts_to_the_api_copy(web, name):
+    pack = load_pack("openuni_pack")
+    got = web["workflows"][name]
+    assert got["missing"] == []
+    expected = wf.api_workflow(name, pack.NODE_CLASS_MAPPINGS, tiny=False)
+    output = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in got["output"].items()}
+    assert output == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in expected.items()}
+    # The UI-only widgets (caption text, aspect preset) are not saved into the workflow.
+    ui = json.loads((wf.OUT / f"{name}.json").read_text())
+    for node in ui["nodes"]:
+        assert got["widgetsValues"][str(node["id"])] == node["widgets_values"], node["type"]
+
+
+def test_sampler_keeps_sizes_on_multiples_of_32_with_presets(web):
+    s = web["sampler"]
+    assert s["loadedSize"] == [1344, 768] and s["presetOnLoad"] == "L-1024 16:9 (1344×768)"
+    assert s["snapped"] == [512, 32]
+    assert s["afterPreset"] == [1344, 768]
+    assert s["presetAfterEdit"] == "custom"
+    assert any("B/L-512 1:1 (512×512)" == p for p in s["presets"]) and len(s["presets"]) >= 10
+    assert "aspect_preset" in s["widgetNames"] and "aspect_preset" not in s["promptKeys"]
+
+
+def test_caption_text_appears_on_the_node(web):
+    c = web["caption"]
+    assert c["hasWidget"] and c["before"] == ""
+    assert c["text"] and c["text"].strip(), c
+    assert c["domText"] == c["text"] and c["domVisible"]
