@@ -89,8 +89,10 @@ def cmd_generate(args) -> int:
         negative = model.encode_edit(_load_image_tensor(args.edit_image)[0], args.negative or
                                      "Keep the image as it is.") if args.cfg != 1.0 else None
     else:
-        positive = model.encode_prompt(args.prompt)
-        negative = model.encode_negative(args.negative) if args.cfg != 1.0 else None
+        if args.cfg != 1.0:
+            positive, negative = model.encode_pair(args.prompt, args.negative)
+        else:
+            positive, negative = model.encode_prompt(args.prompt), None
     latents = model.sample(positive, negative, width=args.width, height=args.height, steps=args.steps, cfg=args.cfg,
                            seed=args.seed, sampler=args.sampler, batch_size=args.batch, init_latents=init,
                            strength=args.strength if init is not None else 1.0,

@@ -210,6 +210,19 @@ class OpenUniModel:
         text = conditioning.negative_text(conditioning.clean_prompt(negative or ""))
         return QueryConditioning(self._encode_texts([text]), self.model_id, [text])
 
+    def encode_pair(self, prompts: str | list[str], negative: str | None = None
+                    ) -> tuple[QueryConditioning, QueryConditioning]:
+        """Positive and negative together: whatever is not cached yet goes through the LLM in ONE padded
+        batch, as the reference does with [prompt, CFG prompt]."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise OpenUniError("No prompt given.")
+        texts = [conditioning.generation_text(conditioning.clean_prompt(p)) for p in prompts]
+        neg_text = conditioning.negative_text(conditioning.clean_prompt(negative or ""))
+        embeds = self._encode_texts(texts + [neg_text])
+        return (QueryConditioning(embeds[:-1], self.model_id, texts),
+                QueryConditioning(embeds[-1:], self.model_id, [neg_text]))
+
     def encode_edit(self, images, instruction: str) -> QueryConditioning:
         """Image(s) + instruction → conditioning (EXPERIMENTAL upstream; exact to the reference math)."""
         images = _as_image_list(images)
@@ -276,8 +289,10 @@ class OpenUniModel:
 
     def generate(self, prompt: str, negative: str | None = None, **kwargs) -> torch.Tensor:
         """Text → images [B,H,W,3] in 0..1: encode, sample, decode."""
-        pos = self.encode_prompt(prompt)
-        neg = self.encode_negative(negative) if kwargs.get("cfg", 4.5) != 1.0 else None
+        if kwargs.get("cfg", 4.5) != 1.0:
+            pos, neg = self.encode_pair(prompt, negative)
+        else:
+            pos, neg = self.encode_prompt(prompt), None
         return self.decode(self.sample(pos, neg, **kwargs))
 
     # ----- understanding ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from .errors import OpenUniError
+from .reuse import constant_conditioning
 
 SAMPLERS = {"dpmpp": "DPM-Solver++ (reference)", "euler": "Flow-matching Euler"}
 MAX_SIDE = 4096
@@ -118,21 +119,22 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
         sigma = scheduler.sigmas[start * scheduler.order].to(device=device, dtype=torch.float32)
         latents = (1.0 - sigma) * x0.expand(n, -1, -1, -1) + sigma * latents
 
-    # 4. Denoising loop.
+    # 4. Denoising loop (conditioning projections computed once, see reuse.py).
     t_scale = float(getattr(transformer.config, "timestep_scale", 1.0))
     learned_sigma = transformer.config.out_channels // 2 == LATENT_CHANNELS
-    for i, t in enumerate(timesteps):
-        if interrupt is not None:
-            interrupt()
-        model_in = torch.cat([latents, latents]) if use_cfg else latents
-        v = transformer(model_in.to(dtype), encoder_hidden_states=cond, encoder_attention_mask=mask,
-                        timestep=t.expand(model_in.shape[0]) * t_scale, return_dict=False)[0].float()
-        if use_cfg:
-            v_uncond, v_text = v.chunk(2)
-            v = v_uncond + cfg * (v_text - v_uncond)
-        if learned_sigma:
-            v = v.chunk(2, dim=1)[0]
-        latents = scheduler.step(v, t, latents, return_dict=False)[0]
-        if progress is not None:
-            progress(i + 1, len(timesteps))
+    with constant_conditioning(transformer):
+        for i, t in enumerate(timesteps):
+            if interrupt is not None:
+                interrupt()
+            model_in = torch.cat([latents, latents]) if use_cfg else latents
+            v = transformer(model_in.to(dtype), encoder_hidden_states=cond, encoder_attention_mask=mask,
+                            timestep=t.expand(model_in.shape[0]) * t_scale, return_dict=False)[0].float()
+            if use_cfg:
+                v_uncond, v_text = v.chunk(2)
+                v = v_uncond + cfg * (v_text - v_uncond)
+            if learned_sigma:
+                v = v.chunk(2, dim=1)[0]
+            latents = scheduler.step(v, t, latents, return_dict=False)[0]
+            if progress is not None:
+                progress(i + 1, len(timesteps))
     return latents

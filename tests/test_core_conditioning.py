@@ -87,3 +87,17 @@ def test_edit_prompt_holds_256_image_tokens(model):
     text = conditioning.edit_text("do it")
     ids = model.tokenizer(conditioning.chat_prompt(text)).input_ids
     assert ids.count(model.tokenizer.convert_tokens_to_ids(IMG_CONTEXT)) == 256
+
+
+def test_encode_pair_is_one_llm_batch_and_equals_separate_encodes(tiny):
+    from openuni_core.model import load_openuni
+
+    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+    pos, neg = m.encode_pair("a blue house", "blurry")
+    assert m.llm_forwards == 1 and neg.texts == ["Generate an image: blurry"]
+    m._cache.clear()
+    assert (m.encode_prompt("a blue house").embeds - pos.embeds).abs().max() < 1e-5
+    assert (m.encode_negative("blurry").embeds - neg.embeds).abs().max() < 1e-5
+    before = m.llm_forwards
+    m.encode_pair("a blue house", "blurry")
+    assert m.llm_forwards == before  # repeat: zero LLM forwards
