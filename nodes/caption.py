@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from . import comfy_services as comfy
-from . import model_cache
 from .encode import MODEL_TOOLTIP, image_batch, require_model
 from .loader import CATEGORY, MODEL_TYPE
 from ..openuni_core.captioning import DEFAULT_QUESTION
@@ -43,7 +42,6 @@ class OpenUniCaption:
     def caption(self, model, image, question, max_tiles, max_new_tokens, temperature, seed):
         require_model(model)
         images = image_batch(image)
-        model_cache.prepare(model, "mllm")
         progress = comfy.Progress(len(images) * max_new_tokens, interval=PROGRESS_INTERVAL)
         interrupt = comfy.interrupt_hook()
         answers = []

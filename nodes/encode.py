@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from . import model_cache
 from .conditioning import to_comfy
 from .loader import CATEGORY, MODEL_TYPE
 from ..openuni_core.conditioning import DEFAULT_EDIT_NEGATIVE
@@ -51,9 +50,10 @@ class OpenUniTextEncode:
 
     def encode(self, model, prompt, negative_prompt=""):
         require_model(model)
-        model_cache.prepare(model, "mllm")
-        positive = model.encode_prompt(prompt)
-        negative = model.encode_negative(negative_prompt)
+        if hasattr(model, "encode_pair"):  # both in one LLM batch, as the reference does
+            positive, negative = model.encode_pair(prompt, negative_prompt)
+        else:
+            positive, negative = model.encode_prompt(prompt), model.encode_negative(negative_prompt)
         return to_comfy(positive, model), to_comfy(negative, model)
 
 
@@ -85,7 +85,6 @@ class OpenUniImageEditEncode:
     def encode(self, model, image, instruction, negative_instruction=DEFAULT_EDIT_NEGATIVE):
         require_model(model)
         images = image_batch(image)
-        model_cache.prepare(model, "mllm")
         positive = model.encode_edit(images, instruction)
         negative = model.encode_edit(images, negative_instruction.strip() or DEFAULT_EDIT_NEGATIVE)
         return to_comfy(positive, model), to_comfy(negative, model)

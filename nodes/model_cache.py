@@ -2,7 +2,8 @@
 
 One model stays cached (the last one loaded); every live model is tracked weakly so ComfyUI's
 "Unload models" / "Free memory" and its own requests for room can move them off the GPU. After such a
-release a model keeps working: the next node that uses it puts it back per its memory policy.
+release a model keeps working: the core brings each part back, per its memory policy, when it is next
+used, and asks ComfyUI for room first (`model.request_memory`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import torch
 
 from . import comfy_services as comfy
 
-PARTS = ("mllm", "sana", "vae")
-
 _lock = threading.RLock()
 _last: tuple[tuple, object] | None = None
-_policy: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+_live: "weakref.WeakSet" = weakref.WeakSet()
 
 
 def get(key: tuple):
@@ -29,10 +28,12 @@ def get(key: tuple):
 
 
 def put(key: tuple, model) -> None:
+    """Cache a freshly loaded model; from now on it asks ComfyUI for room before a part moves onto a GPU."""
     global _last
+    model.request_memory = comfy.free_memory  # OpenUni's own requests: never turned back on OpenUni
     with _lock:
         _last = (key, model)
-        _policy[model] = {"offload": model.offload, "released": False}
+        _live.add(model)
 
 
 def forget() -> None:
@@ -44,15 +45,7 @@ def forget() -> None:
 
 def live_models() -> list:
     with _lock:
-        return list(_policy.keys())
-
-
-def part_modules(model, part: str) -> list[torch.nn.Module]:
-    return {"mllm": [model.mllm, model.bridge], "sana": [model.transformer], "vae": [model.vae]}[part]
-
-
-def part_bytes(model, part: str) -> int:
-    return sum(p.numel() * p.element_size() for m in part_modules(model, part) for p in m.parameters())
+        return list(_live)
 
 
 def _same_device(a, b) -> bool:
@@ -60,32 +53,23 @@ def _same_device(a, b) -> bool:
     return a.type == b.type and (a.index or 0) == (b.index or 0)
 
 
-def _on_accelerator(model, device=None) -> bool:
-    for part in PARTS:
-        dev = model.devices[part]
-        if dev.type != "cpu" and (device is None or _same_device(dev, device)):
-            if any(p.device.type != "cpu" for m in part_modules(model, part) for p in m.parameters()):
-                return True
-    return False
-
-
-def _release(model) -> bool:
-    state = _policy.get(model)
-    if state is None or not _on_accelerator(model):
-        return False
-    model.offload_all()
-    state["released"] = True
-    return True
+def _uses(model, device) -> bool:
+    return any(_same_device(where, device) for where in model.placement().values())
 
 
 def release_all() -> None:
-    """ComfyUI's "Unload models" / "Free memory": move every OpenUni model to the CPU and drop our cache
-    reference, so the model is freed entirely once ComfyUI's node cache lets go of it too."""
-    released = [m for m in live_models() if _release(m)]
+    """ComfyUI's "Unload models" / "Free memory": park every OpenUni model on the CPU (each part comes back,
+    per its memory policy, the next time a node uses it) and drop our cache reference, so the model is freed
+    entirely once ComfyUI's node cache lets go of it too."""
+    released = 0
+    for model in live_models():
+        if model.on_accelerator():
+            model.offload_all()
+            released += 1
     forget()
     if released:
         comfy.soft_empty_cache()
-    comfy.info(f"[OpenUni] memory released on request ({len(released)} model(s) moved to the CPU)")
+    comfy.info(f"[OpenUni] memory released on request ({released} model(s) moved to the CPU)")
 
 
 def make_room(memory_required, device) -> None:
@@ -96,29 +80,10 @@ def make_room(memory_required, device) -> None:
         free = comfy.free_bytes(device)
         if free is not None and free >= memory_required:
             return
-        if _on_accelerator(model, device) and _release(model):
+        if _uses(model, device):
+            model.offload_all()
             comfy.soft_empty_cache()
             comfy.info("[OpenUni] moved to the CPU to make room for another model")
-
-
-def prepare(model, part: str) -> None:
-    """Before a node uses `part`: undo an earlier release (restoring the chosen memory policy) and ask
-    ComfyUI for room on the part's device."""
-    state = _policy.get(model)
-    if state is not None and state["released"]:
-        state["released"] = False
-        model.offload = state["offload"]
-        # Workaround until the core has a public "restore placement": the same private helpers its
-        # constructor uses to place parts per the policy.
-        if hasattr(model, "_offloaded") and hasattr(model, "_move"):
-            for p in PARTS:
-                if model.devices[p].type != "cpu" and not model._offloaded(p):
-                    comfy.free_memory(part_bytes(model, p), model.devices[p])
-                    model._move(p, model.devices[p])
-    device = model.devices[part]
-    resident = all(p.device.type != "cpu" for m in part_modules(model, part) for p in m.parameters())
-    if device.type != "cpu" and not resident:  # the core will bring it over for this call
-        comfy.free_memory(part_bytes(model, part), device)
 
 
 def install() -> bool:

@@ -7,7 +7,6 @@ import logging
 import torch
 
 from . import comfy_services as comfy
-from . import model_cache
 from .conditioning import from_comfy
 from .encode import MODEL_TOOLTIP, require_model
 from .loader import CATEGORY, MODEL_TYPE
@@ -74,7 +73,6 @@ class OpenUniSampler:
             strength = float(denoise)
         elif denoise < 1.0:
             log.info("[OpenUni] denoise %.2f ignored: no latent is connected to the sampler", denoise)
-        model_cache.prepare(model, "sana")
         progress = comfy.Progress(max(1, round(steps * strength)))
         latents = model.sample(pos, neg, width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler,
                                batch_size=batch_size, init_latents=init, strength=strength,

@@ -6,7 +6,6 @@ import logging
 
 import torch
 
-from . import model_cache
 from .encode import MODEL_TOOLTIP, image_batch, require_model
 from .loader import CATEGORY, MODEL_TYPE
 from .sample import _latent_samples
@@ -38,7 +37,6 @@ class OpenUniVAEDecode:
     def decode(self, model, latent, tiling="auto"):
         require_model(model)
         samples = _latent_samples(latent)
-        model_cache.prepare(model, "vae")
         return (model.decode(samples, tiled=TILING.get(tiling)),)
 
 
@@ -62,7 +60,6 @@ class OpenUniVAEEncode:
     def encode(self, model, image, tiling="auto"):
         require_model(model)
         images = crop_to_multiple(image_batch(image))
-        model_cache.prepare(model, "vae")
         return ({"samples": model.encode_images(images, tiled=TILING.get(tiling))},)
 
 

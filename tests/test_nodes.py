@@ -418,53 +418,53 @@ def test_interrupt_stops_sampling_between_steps_and_leaves_the_model_usable(env,
 
 
 class StubModel:
-    """Shaped like OpenUniModel's placement API, with parts that claim to live on a GPU."""
+    """Shaped like OpenUniModel's placement API (placement, on_accelerator, offload_all, request_memory),
+    with parts that claim to live on a GPU."""
 
     def __init__(self):
-        self.mllm, self.bridge = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
-        self.transformer, self.vae = torch.nn.Linear(8, 8), torch.nn.Linear(2, 2)
-        self.devices = {p: torch.device("cuda", 0) for p in ("mllm", "sana", "vae")}
-        self.offload, self.moves, self.offloaded_all = "none", [], 0
+        self.where = {p: "cuda:0" for p in ("mllm", "sana", "vae")}
+        self.offloaded_all, self.request_memory = 0, None
+
+    def placement(self):
+        return dict(self.where)
+
+    def on_accelerator(self):
+        return any(w != "cpu" for w in self.where.values())
 
     def offload_all(self):
         self.offloaded_all += 1
-        self.offload = "sequential"
-
-    def _offloaded(self, part):
-        return self.offload == "sequential" or (self.offload == "mllm" and part == "mllm")
-
-    def _move(self, part, device):
-        self.moves.append((part, str(device)))
+        self.where = {p: "cpu" for p in self.where}
 
 
-def test_unload_models_request_releases_openuni_models(env, fake, monkeypatch):
+def test_unload_models_request_releases_openuni_models(env, fake):
     cache = sys.modules["openuni_pack.nodes.model_cache"]
     stub = StubModel()
-    monkeypatch.setattr(cache, "_on_accelerator", lambda m, device=None: True)
     cache.put(("stub",), stub)
     assert cache.get(("stub",)) is stub
     fake.mm.unload_all_models()  # what ComfyUI's /free {"unload_models": true} ends in
-    assert stub.offloaded_all == 1 and cache.get(("stub",)) is None
-    # Next use restores the chosen policy ("keep all on GPU") and asks ComfyUI for room first.
+    assert stub.offloaded_all == 1 and cache.get(("stub",)) is None  # once per request, and uncached
+    # The model asks ComfyUI for room before a part goes back onto the GPU; OpenUni's own requests never
+    # evict OpenUni.
     fake.free_calls.clear()
-    cache.prepare(stub, "sana")
-    assert stub.offload == "none" and {p for p, _ in stub.moves} == {"mllm", "sana", "vae"}
-    assert len(fake.free_calls) >= 3
-    # ComfyUI making room for another model: ours is offloaded only if there is not enough free memory.
-    stub.offloaded_all = 0
+    stub.where = {p: "cuda:0" for p in stub.where}
+    stub.request_memory(1 << 20, torch.device("cuda", 0))
+    assert fake.free_calls == [(1 << 20, torch.device("cuda", 0))] and stub.offloaded_all == 1
+    # ComfyUI making room for another model: ours is offloaded only if there is not enough free memory,
+    # and only from the device that needs it.
     fake.free_memory_bytes = 10 << 30
     fake.mm.free_memory(1 << 30, torch.device("cuda", 0))
-    assert stub.offloaded_all == 0
-    fake.free_memory_bytes = 0
-    fake.mm.free_memory(1 << 30, torch.device("cuda", 0))
     assert stub.offloaded_all == 1
-    # OpenUni's own requests for room never evict OpenUni.
-    stub.offloaded_all = 0
-    cache.prepare(stub, "sana")
-    stub.moves.clear()
-    sys.modules["openuni_pack.nodes.comfy_services"].free_memory(1 << 30, torch.device("cuda", 0))
-    assert stub.offloaded_all == 0
+    fake.free_memory_bytes = 0
+    fake.mm.free_memory(1 << 30, torch.device("cuda", 1))
+    assert stub.offloaded_all == 1
+    fake.mm.free_memory(1 << 30, torch.device("cuda"))
+    assert stub.offloaded_all == 2
     fake.free_memory_bytes = 1 << 40
+
+
+def test_loaded_models_ask_comfyui_for_room(model):
+    services = sys.modules["openuni_pack.nodes.comfy_services"]
+    assert model.request_memory is services.free_memory
 
 
 def test_memory_hooks_are_installed_once_and_keep_comfyui_behaviour(env, fake):
