@@ -32,8 +32,10 @@ class Env:
         return self.pack.NODE_CLASS_MAPPINGS[name]()
 
     def call(self, name, **inputs):
+        """As ComfyUI's executor does: a fresh instance, FUNCTION with keyword inputs, under inference mode."""
         cls = self.pack.NODE_CLASS_MAPPINGS[name]
-        return getattr(cls(), cls.FUNCTION)(**inputs)
+        with torch.inference_mode():
+            return getattr(cls(), cls.FUNCTION)(**inputs)
 
 
 def place_tiny_models(tiny, models: Path) -> None:
