@@ -31,7 +31,10 @@ class _SameInputMemo(nn.Module):
 
     @staticmethod
     def _key_of(x: torch.Tensor):
-        return (x.data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(), x._version, x.dtype, x.device)
+        # Inference tensors (ComfyUI runs nodes under torch.inference_mode()) have no version counter; they
+        # cannot be edited in place outside inference mode, and nothing edits them inside one sampling call.
+        version = 0 if x.is_inference() else x._version
+        return (x.data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(), version, x.dtype, x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key = self._key_of(x)

@@ -41,3 +41,16 @@ def test_constant_conditioning_is_bit_identical_and_restores_modules(model):
             reused = [run(i) for i in range(3)]
     assert all(torch.equal(p, r) for p, r in zip(plain, reused))
     assert {n: type(m) for n, m in t.named_modules()} == before
+
+
+def test_sampling_under_inference_mode_as_comfyui_runs_it(model):
+    pos = model.encode_prompt("inference mode")
+    ref = model.sample(pos, width=64, height=64, steps=3, cfg=3.0, seed=2)
+    with torch.inference_mode():
+        pos_i = model.encode_prompt("inference mode twin")
+        out = model.sample(pos, width=64, height=64, steps=3, cfg=3.0, seed=2)
+        model.sample(pos_i, width=64, height=64, steps=2, cfg=3.0, seed=2)
+        img = model.decode(out)
+        model.caption(img[0], max_new_tokens=2)
+        model.encode_edit(img[0], "x")
+    assert torch.equal(out, ref)
