@@ -53,7 +53,8 @@ def _load(args):
     _resolve_paths(args)
     return load_openuni(args.checkpoint, args.mllm, args.sana, args.vae, dtype=args.dtype, device=args.device,
                         mllm_device=getattr(args, "mllm_device", None), offload=getattr(args, "offload", "none"),
-                        attention=getattr(args, "attention", "auto"), log=lambda s: print(s, file=sys.stderr))
+                        attention=getattr(args, "attention", "auto"), compile=getattr(args, "compile", False),
+                        log=lambda s: print(s, file=sys.stderr))
 
 
 def _load_image_tensor(path: str):
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mllm-device", default=None, help="device for InternVL3 (default: --device)")
     g.add_argument("--offload", choices=["none", "mllm", "sequential"], default="none")
     g.add_argument("--attention", choices=["auto", "sdpa", "flash_attention_2", "eager"], default="auto")
+    g.add_argument("--compile", action="store_true", help="torch.compile the SANA transformer (slow first run)")
     g.add_argument("--out", required=True, help="output PNG (a batch adds _00, _01 …)")
     g.add_argument("--save-latents", help="also save the final latents as .safetensors")
     g.set_defaults(func=cmd_generate)

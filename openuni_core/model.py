@@ -97,7 +97,7 @@ class OpenUniModel:
 
     def __init__(self, *, variant: Variant, mllm, tokenizer, use_thumbnail: bool, bridge, transformer,
                  scheduler_config: dict, vae, dtype: torch.dtype, devices: dict[str, torch.device], offload: str,
-                 model_id: str, report: LoadReport):
+                 model_id: str, report: LoadReport, compile: bool = False):
         self.variant, self.mllm, self.tokenizer, self.use_thumbnail = variant, mllm, tokenizer, use_thumbnail
         self.bridge, self.transformer, self.scheduler_config, self.vae = bridge, transformer, scheduler_config, vae
         self.dtype, self.devices, self.offload, self.model_id, self.report = dtype, devices, offload, model_id, report
@@ -105,6 +105,8 @@ class OpenUniModel:
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.llm_forwards = 0  # how many times the LLM actually ran (benchmarks and tests read this)
         self._where: dict[str, torch.device] = {}
+        self.compile = compile
+        self._compiled = None
         # Host hook: called with (bytes, device) before a part moves onto an accelerator, so the host
         # (ComfyUI's model management) can make room first.
         self.request_memory: Callable[[int, torch.device], None] | None = None
@@ -274,10 +276,17 @@ class OpenUniModel:
             sampling.check_latents(init_latents, what="input latent")
         with self._use("sana", f"sampling {batch_size}×{width}×{height}"):
             latents = sampling.sample(
-                self.transformer, self.scheduler_config, positive.embeds, negative.embeds if negative else None,
+                self._sampling_transformer(), self.scheduler_config, positive.embeds, negative.embeds if negative else None,
                 width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler, batch_size=batch_size,
                 init_latents=init_latents, strength=strength, progress=progress, interrupt=interrupt)
             return latents.cpu()
+
+    def _sampling_transformer(self):
+        if not self.compile:
+            return self.transformer
+        if self._compiled is None:
+            self._compiled = torch.compile(self.transformer)
+        return self._compiled
 
     def decode(self, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
         with self._use("vae", "decoding latents"):
@@ -319,8 +328,13 @@ def _as_image_list(images) -> list:
 
 
 def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", device=None, mllm_device=None,
-                 offload: str = "none", attention: str = "auto", log: Callable[[str], None] | None = None) -> OpenUniModel:
-    """Load an OpenUni variant from the user's files (see README for the layout)."""
+                 offload: str = "none", attention: str = "auto", compile: bool = False,
+                 log: Callable[[str], None] | None = None) -> OpenUniModel:
+    """Load an OpenUni variant from the user's files (see README for the layout).
+
+    compile: run the SANA transformer through torch.compile (first sampling call per size pays the
+    compilation; see BENCHMARKS.md for what it buys on each device).
+    """
     log = log or (lambda s: None)
     checkpoint, mllm, sana = Path(checkpoint), Path(mllm), Path(sana)
     sana_dev = resolve_device(device)
@@ -375,7 +389,7 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
     return OpenUniModel(variant=variant, mllm=model, tokenizer=tokenizer, use_thumbnail=info.use_thumbnail,
                         bridge=bridge, transformer=transformer, scheduler_config=sched_cfg, vae=decoder,
                         dtype=torch_dtype, devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev},
-                        offload=offload, model_id=model_id, report=report)
+                        offload=offload, model_id=model_id, report=report, compile=compile)
 
 
 def _bridge(ckpt: OpenUniCheckpoint, variant: Variant, dtype: torch.dtype):

@@ -7,6 +7,7 @@ schedulers themselves are diffusers', built from the SANA folder's scheduler con
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -122,7 +123,9 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
     # 4. Denoising loop (conditioning projections computed once, see reuse.py).
     t_scale = float(getattr(transformer.config, "timestep_scale", 1.0))
     learned_sigma = transformer.config.out_channels // 2 == LATENT_CHANNELS
-    with constant_conditioning(transformer):
+    # A compiled transformer fuses these itself; the memo's Python-side checks would only break its graph.
+    compiled = hasattr(transformer, "_orig_mod")
+    with contextlib.nullcontext() if compiled else constant_conditioning(transformer):
         for i, t in enumerate(timesteps):
             if interrupt is not None:
                 interrupt()
