@@ -74,12 +74,9 @@ class OpenUniSampler:
         elif denoise < 1.0:
             log.info("[OpenUni] denoise %.2f ignored: no latent is connected to the sampler", denoise)
         progress = comfy.Progress(max(1, round(steps * strength)))
-        # TODO(core): drop inference_mode(False) once openuni_core/reuse.py stops reading version counters of
-        # inference tensors (ComfyUI runs every node under torch.inference_mode(); see /tmp/core_requests.md).
-        with torch.inference_mode(False), torch.no_grad():
-            latents = model.sample(pos, neg, width=width, height=height, steps=steps, cfg=cfg, seed=seed,
-                                   sampler=sampler, batch_size=batch_size, init_latents=init, strength=strength,
-                                   progress=progress.update, interrupt=comfy.interrupt_hook())
+        latents = model.sample(pos, neg, width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler,
+                               batch_size=batch_size, init_latents=init, strength=strength,
+                               progress=progress.update, interrupt=comfy.interrupt_hook())
         return ({"samples": latents},)
 
 
