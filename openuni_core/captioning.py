@@ -17,6 +17,7 @@ from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_
 
 SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 DEFAULT_QUESTION = "Please describe the image in detail."
+MIN_TEMPERATURE = 0.01
 
 
 def chat_query(question: str, num_tiles: int) -> str:
@@ -62,8 +63,10 @@ def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_til
     ids = torch.tensor([tokenizer(prompt, add_special_tokens=True).input_ids], device=device)
     im_end = tokenizer.convert_tokens_to_ids(IM_END)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                              temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+    # Below MIN_TEMPERATURE, logits / temperature overflow to inf; such a temperature means "greedy" anyway.
+    sample = temperature >= MIN_TEMPERATURE
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample,
+                              temperature=temperature if sample else None, top_p=None, top_k=None,
                               eos_token_id=im_end, pad_token_id=pad)
     hooks = StoppingCriteriaList([_Hooks(ids.shape[1], max_new_tokens, progress, interrupt)])
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -137,11 +137,13 @@ def check_present(checkpoint: Path, mllm: Path, sana: Path, vae: Path) -> None:
         raise missing_error(missing, variant)
 
 
-def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = None, *, log=print) -> None:
+def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = None, *, mllm=None, sana=None,
+                     vae=None, log=print) -> None:
     """Fetch the known files of a known variant into `layout` (explicit user choice only).
 
     huggingface_hub writes each file under a temporary name and renames it when complete, so an
-    interrupted download never leaves a file that looks finished.
+    interrupted download never leaves a file that looks finished. `mllm`/`sana`/`vae` name where the
+    caller already resolved those parts (e.g. models/LLM/…); a part present there is not fetched again.
     """
     if variant.test_only:
         raise OpenUniError(f"{variant.name} is a test model; there is nothing to download.")
@@ -152,7 +154,7 @@ def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = 
     name = checkpoint or variant.checkpoints[-1]
     if name not in variant.checkpoints:
         raise OpenUniError(f"{name!r} is not a released {variant.name} checkpoint; choose one of {variant.checkpoints}.")
-    todo = missing_parts(variant, layout, name)
+    todo = missing_parts(variant, layout, name, mllm=mllm, sana=sana, vae=vae)
     try:
         layout.root.mkdir(parents=True, exist_ok=True)
         for m in todo:
@@ -165,5 +167,5 @@ def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = 
     except Exception as e:  # network errors come in many types (requests, httpx, hub's own)
         raise MissingModelFilesError(
             f"Download failed ({type(e).__name__}: {str(e)[:300]}). Check the network, or fetch the files by hand:\n"
-            + "\n".join(m.line() for m in missing_parts(variant, layout, name))
+            + "\n".join(m.line() for m in missing_parts(variant, layout, name, mllm=mllm, sana=sana, vae=vae))
         ) from None

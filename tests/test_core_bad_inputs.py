@@ -243,3 +243,14 @@ def test_download_fetches_only_known_files_into_the_given_folder(tmp_path, monke
     assert calls == []
     with pytest.raises(OpenUniError, match="not a released"):
         download_variant(variant, layout, "../../evil.pth", log=lambda s: None)
+
+
+def test_download_skips_parts_found_elsewhere(tiny, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, f, local_dir: calls.append(repo))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, local_dir, allow_patterns: calls.append(repo))
+    variant = VARIANTS["OpenUni-B-512"]
+    download_variant(variant, Layout(tmp_path), mllm=tiny.mllm_original, sana=tiny.sana, log=lambda s: None)
+    assert calls == ["wusize/openuni", "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers"]

@@ -143,3 +143,9 @@ def test_caption_inputs_property(model, question, tiles, tokens, temperature, se
         assert not (1 <= tiles <= 40 and 1 <= tokens and 0 <= temperature <= 5)
         return
     assert isinstance(out, str)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e-6, 0.009])
+def test_tiny_temperatures_fall_back_to_greedy(model, temperature):
+    img = torch.rand(48, 48, 3)
+    assert model.caption(img, max_new_tokens=4, temperature=temperature) == model.caption(img, max_new_tokens=4)
