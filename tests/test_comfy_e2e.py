@@ -65,6 +65,8 @@ def saved_images(server, entry: dict, node_id: str) -> list:
         path = server.base / "output" / im["subfolder"] / im["filename"]
         assert path.is_file(), path
         with Image.open(path) as f:
+            lo, hi = zip(*f.convert("RGB").getextrema())
+            assert max(hi) > min(lo), f"{path} is a blank image"
             out.append(f.size)
     return out
 
