@@ -73,7 +73,8 @@ class OpenUniModelLoader:
         if missing:
             if not download_missing or files.variant is None:
                 raise core_files.missing_error(missing, files.variant)
-            core_files.download_variant(files.variant, model_files.layout(), checkpoint, log=comfy.info)
+            core_files.download_variant(files.variant, model_files.layout(), checkpoint, mllm=files.mllm,
+                                        sana=files.sana, vae=files.vae or files.sana / "vae", log=comfy.info)
             files = model_files.resolve(checkpoint, mllm, sana, vae)
             missing = _missing(files, checkpoint)
             if missing:

@@ -226,6 +226,17 @@ def test_missing_released_files_are_listed_and_downloaded_only_on_request(env, m
         calls.clear()
         (again,) = env.call("OpenUniModelLoader", **{**args, "download_missing": True})
         assert again is m and calls == []  # nothing missing: no download, and the cached model is reused
+
+        # A part that 'auto' finds elsewhere (InternVL3 in models/LLM/) is neither reported nor fetched again.
+        shutil.rmtree(base / "models" / "openuni")
+        shutil.copytree(tiny.mllm_hf, base / "models" / "LLM" / "InternVL3-1B-hf")
+        with pytest.raises(MissingModelFilesError) as err:
+            env.call("OpenUniModelLoader", **args)
+        assert "InternVL3" not in str(err.value).split("missing:")[1] and "Sana_600M" in str(err.value)
+        (m2,) = env.call("OpenUniModelLoader", **{**args, "download_missing": True})
+        assert [c[0] for c in calls] == ["wusize/openuni", "Efficient-Large-Model/Sana_600M_512px_diffusers",
+                                         "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers"]
+        assert not (base / "models" / "openuni" / "mllm" / "InternVL3-1B").exists() and m2 is not m
     finally:
         fresh.uninstall()
         pack_nodes.model_files.register_folders()
