@@ -106,44 +106,73 @@ def native_config_from_original(cfg: dict, image_token_id: int) -> InternVLConfi
     )
 
 
-# Original key → (native submodule, key inside it). The fused qkv is split separately.
-_VISION_RULES = [
-    (r"embeddings\.class_embedding$", "embeddings.cls_token"),
-    (r"embeddings\.patch_embedding\.(weight|bias)$", r"embeddings.patch_embeddings.projection.\1"),
-    (r"embeddings\.position_embedding$", "embeddings.position_embeddings"),
-    (r"encoder\.layers\.(\d+)\.attn\.proj\.(weight|bias)$", r"encoder.layer.\1.attention.projection_layer.\2"),
-    (r"encoder\.layers\.(\d+)\.attn\.(q_norm|k_norm)\.(weight|bias)$", r"encoder.layer.\1.attention.\2.\3"),
-    (r"encoder\.layers\.(\d+)\.ls1$", r"encoder.layer.\1.lambda_1"),
-    (r"encoder\.layers\.(\d+)\.ls2$", r"encoder.layer.\1.lambda_2"),
-    (r"encoder\.layers\.(\d+)\.norm1\.(weight|bias)$", r"encoder.layer.\1.layernorm_before.\2"),
-    (r"encoder\.layers\.(\d+)\.norm2\.(weight|bias)$", r"encoder.layer.\1.layernorm_after.\2"),
-    (r"encoder\.layers\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$", r"encoder.layer.\1.mlp.\2.\3"),
+# InternViT names, original ↔ native, as templates: {i} a layer index, {p} weight/bias, {n} q_norm/k_norm.
+# One table serves both directions (loading here; writing original-format test/benchmark models).
+_VISION_NAMES = [
+    ("embeddings.class_embedding", "embeddings.cls_token"),
+    ("embeddings.patch_embedding.{p}", "embeddings.patch_embeddings.projection.{p}"),
+    ("embeddings.position_embedding", "embeddings.position_embeddings"),
+    ("encoder.layers.{i}.attn.proj.{p}", "encoder.layer.{i}.attention.projection_layer.{p}"),
+    ("encoder.layers.{i}.attn.{n}.{p}", "encoder.layer.{i}.attention.{n}.{p}"),
+    ("encoder.layers.{i}.ls1", "encoder.layer.{i}.lambda_1"),
+    ("encoder.layers.{i}.ls2", "encoder.layer.{i}.lambda_2"),
+    ("encoder.layers.{i}.norm1.{p}", "encoder.layer.{i}.layernorm_before.{p}"),
+    ("encoder.layers.{i}.norm2.{p}", "encoder.layer.{i}.layernorm_after.{p}"),
+    ("encoder.layers.{i}.mlp.{f}.{p}", "encoder.layer.{i}.mlp.{f}.{p}"),
+    # The fused qkv (original) is three projections natively, split in q, k, v order.
+    ("encoder.layers.{i}.attn.qkv.{p}", "encoder.layer.{i}.attention.{q}_proj.{p}"),
 ]
-_QKV = re.compile(r"encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
-_PROJECTOR = {"0": "layer_norm", "1": "linear_1", "3": "linear_2"}
+_SLOTS = {"i": r"\d+", "p": "weight|bias", "n": "q_norm|k_norm", "f": "fc1|fc2", "q": "q|k|v"}
+_PROJECTOR = [("0", "layer_norm"), ("1", "linear_1"), ("3", "linear_2")]
+
+
+def _template_regex(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    for slot, alternatives in _SLOTS.items():
+        pattern = pattern.replace(re.escape("{" + slot + "}"), f"(?P<{slot}>{alternatives})")
+    return re.compile(pattern + "$")
+
+
+def _rename_vision(key: str, to_native: bool) -> list[str]:
+    for original, native in _VISION_NAMES:
+        src, dst = (original, native) if to_native else (native, original)
+        m = _template_regex(src).match(key)
+        if m:
+            slots = m.groupdict()
+            targets = [dict(slots, q=q) for q in "qkv"] if "{q}" in dst else [slots]
+            return [dst.format(**t) for t in targets]
+    return []
 
 
 def map_original_key(key: str, tensor: torch.Tensor) -> list[tuple[str, str, torch.Tensor]]:
     """One original InternVL key → [(submodule, native key, tensor)]; [] if the key is unknown."""
     if key.startswith("vision_model."):
-        rest = key[len("vision_model."):]
-        m = _QKV.match(rest)
-        if m:
-            q, k, v = tensor.chunk(3, dim=0)
-            return [("vision_tower", f"encoder.layer.{m[1]}.attention.{n}_proj.{m[2]}", t)
-                    for n, t in zip("qkv", (q, k, v))]
-        for pattern, repl in _VISION_RULES:
-            if re.match(pattern, rest):
-                return [("vision_tower", re.sub(pattern, repl, rest), tensor)]
-        return []
+        names = _rename_vision(key[len("vision_model."):], to_native=True)
+        parts = tensor.chunk(3, dim=0) if len(names) == 3 else (tensor,)
+        return [("vision_tower", n, t) for n, t in zip(names, parts)]
     m = re.match(r"mlp1\.(\d)\.(weight|bias)$", key)
-    if m and m[1] in _PROJECTOR:
-        return [("multi_modal_projector", f"{_PROJECTOR[m[1]]}.{m[2]}", tensor)]
+    if m and m[1] in dict(_PROJECTOR):
+        return [("multi_modal_projector", f"{dict(_PROJECTOR)[m[1]]}.{m[2]}", tensor)]
     if key.startswith("language_model.model."):
         return [("language_model", key[len("language_model.model."):], tensor)]
     if key == "language_model.lm_head.weight":
         return [("lm_head", "weight", tensor)]
     return []
+
+
+def original_key(submodule: str, native_key: str) -> str:
+    """Native (submodule, key) → the original OpenGVLab key (q/k/v all name the fused qkv)."""
+    if submodule == "vision_tower":
+        names = _rename_vision(native_key, to_native=False)
+        if not names:
+            raise KeyError(native_key)
+        return "vision_model." + names[0]
+    if submodule == "multi_modal_projector":
+        layer, param = native_key.split(".")
+        return f"mlp1.{dict((n, i) for i, n in _PROJECTOR)[layer]}.{param}"
+    if submodule == "language_model":
+        return "language_model.model." + native_key
+    return "language_model.lm_head." + native_key
 
 
 def submodules(model: InternVLForConditionalGeneration) -> dict[str, torch.nn.Module]:

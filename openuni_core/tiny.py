@@ -9,14 +9,13 @@ that include a `transformer.*` group replacing the SANA weights.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, load_tokenizer, map_original_key, submodules
+from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, load_tokenizer, original_key, submodules
 from .variants import NUM_QUERIES, VARIANTS
 
 SPECIAL_TOKENS = ["<|endoftext|>", IM_START, IM_END, IMG_START, IMG_END, IMG_CONTEXT,
@@ -95,47 +94,12 @@ def _native_internvl(vocab: int, dims: dict, image_token_id: int, seed: int):
 
 
 def _original_state_dict(model) -> dict[str, torch.Tensor]:
-    """The native weights under their original OpenGVLab names (inverse of internvl.map_original_key)."""
-    native = {f"{sub}:{k}": v for sub, m in submodules(model).items() for k, v in m.state_dict().items()}
-    out: dict[str, torch.Tensor] = {}
-    probe = torch.zeros(3)
-    candidates = []
-    for sub, m in submodules(model).items():
-        for k in m.state_dict():
-            if sub == "vision_tower":
-                candidates.append("vision_model." + _native_to_original_vision(k))
-            elif sub == "multi_modal_projector":
-                idx = {"layer_norm": "0", "linear_1": "1", "linear_2": "3"}[k.split(".")[0]]
-                candidates.append(f"mlp1.{idx}.{k.split('.')[1]}")
-            elif sub == "language_model":
-                candidates.append("language_model.model." + k)
-            else:
-                candidates.append("language_model.lm_head.weight")
-    for orig in dict.fromkeys(candidates):
-        targets = map_original_key(orig, probe)
-        assert targets, orig
-        parts = [native[f"{sub}:{k}"] for sub, k, _ in targets]
-        out[orig] = (torch.cat(parts, 0) if len(parts) > 1 else parts[0]).contiguous().clone()
-    return out
-
-
-def _native_to_original_vision(k: str) -> str:
-    rules = [
-        (r"embeddings\.cls_token$", "embeddings.class_embedding"),
-        (r"embeddings\.patch_embeddings\.projection\.(\w+)$", r"embeddings.patch_embedding.\1"),
-        (r"embeddings\.position_embeddings$", "embeddings.position_embedding"),
-        (r"encoder\.layer\.(\d+)\.attention\.[qkv]_proj\.(\w+)$", r"encoder.layers.\1.attn.qkv.\2"),
-        (r"encoder\.layer\.(\d+)\.attention\.projection_layer\.(\w+)$", r"encoder.layers.\1.attn.proj.\2"),
-        (r"encoder\.layer\.(\d+)\.lambda_1$", r"encoder.layers.\1.ls1"),
-        (r"encoder\.layer\.(\d+)\.lambda_2$", r"encoder.layers.\1.ls2"),
-        (r"encoder\.layer\.(\d+)\.layernorm_before\.(\w+)$", r"encoder.layers.\1.norm1.\2"),
-        (r"encoder\.layer\.(\d+)\.layernorm_after\.(\w+)$", r"encoder.layers.\1.norm2.\2"),
-        (r"encoder\.layer\.(\d+)\.mlp\.(fc\d)\.(\w+)$", r"encoder.layers.\1.mlp.\2.\3"),
-    ]
-    for pattern, repl in rules:
-        if re.match(pattern, k):
-            return re.sub(pattern, repl, k)
-    raise KeyError(k)
+    """The native weights under their original OpenGVLab names (q, k, v fused back into qkv)."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    for sub, module in submodules(model).items():
+        for key, tensor in module.state_dict().items():  # q_proj, k_proj, v_proj come in that order
+            parts.setdefault(original_key(sub, key), []).append(tensor)
+    return {k: torch.cat(v, 0).contiguous().clone() for k, v in parts.items()}
 
 
 def write_internvl(root: Path, dims: dict, seed: int) -> tuple[Path, Path]:
