@@ -40,7 +40,7 @@ def clean_prompt(text) -> str:
     if not isinstance(text, str):
         raise OpenUniError(f"A prompt must be text, got {type(text).__name__}.")
     # Control characters (other than newline/tab) carry no meaning for the model and can confuse tokenizers.
-    return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable() or ord(ch) > 127 and ch.isprintable())
+    return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
 
 
 @dataclass

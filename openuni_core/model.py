@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import inspect
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -357,19 +358,12 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
     if int(sana_cfg["caption_channels"]) != ckpt.groups["projector"]["weight"].shape[0]:
         raise OpenUniError(f"{checkpoint.name} projects to {ckpt.groups['projector']['weight'].shape[0]} channels but "
                            f"{sana} expects caption_channels={sana_cfg['caption_channels']}.")
-    from diffusers import AutoencoderDC, SanaTransformer2DModel
-    import inspect as _inspect
-
-    supported = set(_inspect.signature(SanaTransformer2DModel.__init__).parameters)
-    unsupported = [k for k in ("qk_norm", "timestep_scale", "guidance_embeds") if sana_cfg.get(k) and k not in supported]
-    if unsupported:
-        import diffusers
-
-        raise OpenUniError(f"{sana} uses {unsupported}, which diffusers {diffusers.__version__} does not know; "
-                           "upgrade diffusers (pip install -U diffusers) for this SANA model.")
+    _check_diffusers_knows(sana_cfg, sana)
     log(f"[OpenUni] {variant.name}: loading InternVL3 ({info.format} format), SANA and DC-AE in {torch_dtype}")
 
     # 2. Weights, each straight into its target dtype.
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+
     model, tokenizer, _ = load_internvl(mllm, dtype=torch_dtype, attn_implementation=attn,
                                         state_override=ckpt.groups["lmm"] or None)
     bridge = _bridge(ckpt, variant, torch_dtype)
@@ -390,6 +384,18 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
                         bridge=bridge, transformer=transformer, scheduler_config=sched_cfg, vae=decoder,
                         dtype=torch_dtype, devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev},
                         offload=offload, model_id=model_id, report=report, compile=compile)
+
+
+def _check_diffusers_knows(sana_cfg: dict, sana: Path) -> None:
+    """SANA 1.5 settings (e.g. qk_norm) arrived after diffusers 0.32; say so instead of failing mid-load."""
+    import diffusers
+
+    supported = set(inspect.signature(diffusers.SanaTransformer2DModel.__init__).parameters)
+    neutral = {"qk_norm": None, "timestep_scale": 1.0, "guidance_embeds": False}  # values that change nothing
+    unsupported = [k for k, v in neutral.items() if sana_cfg.get(k, v) != v and k not in supported]
+    if unsupported:
+        raise OpenUniError(f"{sana} uses {unsupported}, which diffusers {diffusers.__version__} does not know; "
+                           "upgrade diffusers (pip install -U diffusers) for this SANA model.")
 
 
 def _bridge(ckpt: OpenUniCheckpoint, variant: Variant, dtype: torch.dtype):

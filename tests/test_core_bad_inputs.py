@@ -254,3 +254,21 @@ def test_download_skips_parts_found_elsewhere(tiny, tmp_path, monkeypatch):
     variant = VARIANTS["OpenUni-B-512"]
     download_variant(variant, Layout(tmp_path), mllm=tiny.mllm_original, sana=tiny.sana, log=lambda s: None)
     assert calls == ["wusize/openuni", "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers"]
+
+
+def test_sana15_settings_on_an_old_diffusers_are_explained(tiny, tmp_path, monkeypatch, no_heavy_loading):
+    import diffusers
+
+    sana = _copy(tiny.sana, tmp_path / "sana15")
+    cfg_path = sana / "transformer" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["qk_norm"] = "rms_norm_across_heads"
+    cfg_path.write_text(json.dumps(cfg))
+
+    class OldSana:  # diffusers 0.32's constructor signature: no qk_norm
+        def __init__(self, in_channels=32, num_layers=20):
+            pass
+
+    monkeypatch.setattr(diffusers, "SanaTransformer2DModel", OldSana)
+    with pytest.raises(OpenUniError, match=r"uses \['qk_norm'\].*upgrade diffusers"):
+        load_openuni(tiny.checkpoint, tiny.mllm_original, sana, tiny.vae, device="cpu")
