@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, map_original_key, submodules
+from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, map_original_key, original_key, submodules
 from .tiny import SCHEDULER_CONFIG
 
 DEFAULT_CACHE = Path(os.environ.get("OPENUNI_BENCH_CACHE", Path(__file__).resolve().parents[1] / "bench_cache"))
@@ -280,36 +280,6 @@ def _original_config(llm: str, vision, text) -> dict:
     }
 
 
-_NATIVE_TO_ORIGINAL_VISION = [
-    (r"embeddings\.cls_token$", "embeddings.class_embedding"),
-    (r"embeddings\.patch_embeddings\.projection\.(\w+)$", r"embeddings.patch_embedding.\1"),
-    (r"embeddings\.position_embeddings$", "embeddings.position_embedding"),
-    (r"encoder\.layer\.(\d+)\.attention\.[qkv]_proj\.(\w+)$", r"encoder.layers.\1.attn.qkv.\2"),
-    (r"encoder\.layer\.(\d+)\.attention\.projection_layer\.(\w+)$", r"encoder.layers.\1.attn.proj.\2"),
-    (r"encoder\.layer\.(\d+)\.lambda_([12])$", r"encoder.layers.\1.ls\2"),
-    (r"encoder\.layer\.(\d+)\.layernorm_before\.(\w+)$", r"encoder.layers.\1.norm1.\2"),
-    (r"encoder\.layer\.(\d+)\.layernorm_after\.(\w+)$", r"encoder.layers.\1.norm2.\2"),
-    (r"encoder\.layer\.(\d+)\.mlp\.(fc\d)\.(\w+)$", r"encoder.layers.\1.mlp.\2.\3"),
-]
-
-
-_PROJECTOR_INDEX = {"layer_norm": "0", "linear_1": "1", "linear_2": "3"}
-
-
-def _original_name(sub: str, key: str) -> str:
-    if sub == "vision_tower":
-        for pattern, repl in _NATIVE_TO_ORIGINAL_VISION:
-            if re.match(pattern, key):
-                return "vision_model." + re.sub(pattern, repl, key)
-        raise KeyError(key)
-    if sub == "multi_modal_projector":
-        part, leaf = key.split(".")
-        return f"mlp1.{_PROJECTOR_INDEX[part]}.{leaf}"
-    if sub == "language_model":
-        return "language_model.model." + key
-    return "language_model.lm_head.weight"
-
-
 def write_internvl(folder: Path, name: str, seed: int, *, hf_folder: Path | None = None, log=print) -> str:
     """ORIGINAL-format folder (and optionally the -hf twin) of InternVL3-1B/2B with random weights."""
     from accelerate import init_empty_weights
@@ -328,7 +298,7 @@ def write_internvl(folder: Path, name: str, seed: int, *, hf_folder: Path | None
     original: dict[str, torch.Tensor] = {}
     for sub, sd in native.items():
         for key in sd:
-            orig = _original_name(sub, key)
+            orig = original_key(sub, key)
             if orig in original:
                 continue
             parts = [native[s][k] for s, k, _ in map_original_key(orig, torch.zeros(3))]

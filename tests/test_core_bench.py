@@ -1,0 +1,90 @@
+"""The benchmark's own code path, end to end on the tiny models, so it cannot rot."""
+
+import argparse
+
+import pytest
+import torch
+
+from openuni_core import bench
+
+
+def test_reference_conditioning_equals_ours(model):
+    """The independent upstream-style padded [prompt, CFG] batch gives the same conditioning as the core."""
+    ref = bench.reference_conditioning(model, "a red fox in the snow").float()
+    ours_pos = model.encode_prompt("a red fox in the snow").embeds
+    ours_neg = model.encode_negative().embeds
+    assert ref.shape == (2, 256, model.transformer.config.caption_channels)
+    assert torch.allclose(ref[:1], ours_pos, atol=1e-5)
+    assert torch.allclose(ref[1:], ours_neg, atol=1e-5)
+
+
+def test_reference_and_ours_make_the_same_image(model):
+    kw = dict(steps=2, cfg=4.5, width=256, height=256, seed=5)
+    ref, rw = bench.reference_generate(model, "a cat on a table", **kw)
+    ours, ow = bench.ours_generate(model, "a cat on a table", **kw)
+    assert ref.shape == ours.shape == (1, 256, 256, 3)
+    assert (ref - ours).abs().max() <= bench.FP32_IMAGE_TOLERANCE
+    assert set(rw.stages) == set(ow.stages) == {"conditioning", "sampling", "decode"}
+
+
+def test_benchmark_runs_end_to_end_on_tiny_models(tmp_path, capsys):
+    args = bench._parse(["--tiny", "--only", "compare,repeat", "--repeats", "1", "--cache", str(tmp_path),
+                         "--json", str(tmp_path / "out.json")])
+    report = bench.run(args)
+    res = report.results["tiny-B"]
+    c, r = res["compare"], res["repeat"]
+    assert c["max_abs_image_diff"] <= bench.FP32_IMAGE_TOLERANCE
+    assert c["reference_s_per_image"] > 0 and c["ours_s_per_image"] > 0 and c["ratio"] > 0
+    assert c["reference_llm_forwards_per_image"] == 1 and c["ours_llm_forwards_per_image"] == 1
+    assert r["ours_llm_forwards"] == 0 and r["reference_llm_forwards"] == 1
+    out = capsys.readouterr().out
+    assert "# OpenUni benchmark" in out and "torch " + torch.__version__ in out
+    assert "ours/reference" in out and "| tiny-B |" in out
+    assert (tmp_path / "out.json").is_file()
+
+
+def _probe_args(tiny, **kw):
+    base = dict(variant="tiny-B", checkpoint=str(tiny.checkpoint), mllm=str(tiny.mllm_original), sana=str(tiny.sana),
+                vae=str(tiny.vae), mllm_hf=str(tiny.mllm_hf), dtype="bf16", device="cpu")
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+@pytest.mark.parametrize("loader", ["ours", "naive"])
+def test_load_probe_measures_time_memory_and_weights(tiny, loader):
+    r = bench._probe_load(_probe_args(tiny, loader=loader))
+    assert r["loader"] == loader and r["seconds"] > 0
+    assert r["weight_bytes"] > 0 and r["rss_peak_delta"] >= 0
+
+
+def test_naive_baseline_loads_the_same_weights(tiny, model):
+    from openuni_core.bench_models import BenchPaths
+
+    paths = BenchPaths("tiny-B", tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, mllm_hf=tiny.mllm_hf)
+    mllm, transformer, vae, connector, projector = bench.naive_load(paths, torch.float32, torch.device("cpu"))
+    for a, b in ((transformer, model.transformer), (vae, model.vae), (connector, model.bridge.connector),
+                 (projector, model.bridge.projector), (mllm.model.language_model, model.mllm.model.language_model)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_tiling_probe(tiny):
+    r = bench._probe_tiling(argparse.Namespace(vae=str(tiny.vae), mode="tiled", what="decode", size=256, dtype="fp32",
+                                               device="cpu", tile=64, out=None))
+    assert r["seconds"] > 0 and r["mode"] == "tiled"
+
+
+def test_memory_sampler_sees_an_allocation():
+    with bench.MemorySampler() as mem:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MB
+        x += 1
+    assert mem.delta_bytes("VmRSS") >= 48 * 2**20
+    del x
+
+
+def test_cli_defaults():
+    a = bench._parse(["--quick"])
+    assert a.quick and a.variants is None
+    a = bench._parse(["--variants", "B-512,L-1024", "--steps", "3", "--dtype", "bf16", "--device", "cpu"])
+    assert a.steps == 3 and a.dtype == "bf16"
