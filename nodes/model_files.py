@@ -171,6 +171,9 @@ def check_name(name, what: str) -> str:
     """Refuse anything that is not a plain name relative to a model folder."""
     if not isinstance(name, str) or not name.strip():
         raise OpenUniError(f"No {what} chosen.")
+    if any(not ch.isprintable() for ch in name):  # NUL bytes, newlines, escapes: never part of a listed name
+        raise OpenUniError(f"{what} {name!r} contains control characters; it is not a name inside the ComfyUI model "
+                           "folders. Pick one from the list.")
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if (PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive
             or ".." in parts or name.startswith("~")):
@@ -222,6 +225,9 @@ def resolve_folder(kind: str, name: str, variant: Variant | None, checkpoint_nam
 
 
 def resolve(checkpoint: str, mllm: str, sana: str, vae: str) -> ResolvedFiles:
+    for name, what in ((checkpoint, "Checkpoint"), (mllm, "InternVL3 folder"), (sana, "SANA folder"),
+                       (vae, "DC-AE folder")):
+        check_name(name, what)  # every name, before any folder is listed or read
     ckpt = resolve_checkpoint(checkpoint)
     variant = guess_variant(checkpoint)
     mllm_dir = resolve_folder("mllm", mllm, variant, checkpoint)
