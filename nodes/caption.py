@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import comfy_services as comfy
-from .encode import MODEL_TOOLTIP, image_batch, require_model
+from .encode import MODEL_TOOLTIP, image_list, refuse_huge, require_model, text_input
 from .loader import CATEGORY, MODEL_TYPE
 from ..openuni_core.captioning import DEFAULT_QUESTION
 
@@ -41,7 +41,9 @@ class OpenUniCaption:
 
     def caption(self, model, image, question, max_tiles, max_new_tokens, temperature, seed):
         require_model(model)
-        images = image_batch(image)
+        question = text_input(question, "question")
+        images = image_list(image)
+        refuse_huge(images)
         progress = comfy.Progress(len(images) * max_new_tokens, interval=PROGRESS_INTERVAL)
         interrupt = comfy.interrupt_hook()
         answers = []

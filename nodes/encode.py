@@ -8,6 +8,7 @@ from .conditioning import to_comfy
 from .loader import CATEGORY, MODEL_TYPE
 from ..openuni_core.conditioning import DEFAULT_EDIT_NEGATIVE
 from ..openuni_core.errors import OpenUniError
+from ..openuni_core.images import MAX_PIXELS
 
 MODEL_TOOLTIP = "The OpenUni model from OpenUni Model Loader."
 OUTPUT_TOOLTIPS = ("Conditioning for the sampler's positive input.", "Conditioning for the sampler's negative input.")
@@ -25,6 +26,39 @@ def image_batch(image, what: str = "image") -> torch.Tensor:
         raise OpenUniError(f"The {what} input must be a ComfyUI IMAGE batch [batch, height, width, channels], got "
                            f"{list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}.")
     return image
+
+
+def text_input(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise OpenUniError(f"The {what} input must be text, got {type(value).__name__}; connect a STRING.")
+    return value
+
+
+def image_list(image, what: str = "image"):
+    """A ComfyUI IMAGE batch [B,H,W,C], or what a node hands over as a Python list (images of different sizes
+    cannot share one batch tensor): a list of [H,W,C] or [B,H,W,C] tensors, flattened to [H,W,C] images."""
+    if not isinstance(image, (list, tuple)):
+        return image_batch(image, what)
+    images = []
+    for item in image:
+        if isinstance(item, torch.Tensor) and item.ndim in (3, 4):
+            images.extend(item if item.ndim == 4 else [item])
+        else:
+            raise OpenUniError(f"The {what} input is a list holding "
+                               f"{list(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__}; "
+                               "each entry must be an image [height, width, channels] or a batch of them.")
+    if not images:
+        raise OpenUniError(f"The {what} input is an empty list; connect at least one image.")
+    return images
+
+
+def refuse_huge(images, what: str = "image") -> None:
+    """The engine's pixel limit, checked on the shapes before it converts (and so copies) any image."""
+    for im in images:
+        h, w = int(im.shape[-3]), int(im.shape[-2])
+        if h * w > MAX_PIXELS:
+            raise OpenUniError(f"The {what} is {w}×{h}; images above {MAX_PIXELS // 1_000_000} MP are refused. "
+                               "Downscale it first (e.g. with Upscale Image By).")
 
 
 class OpenUniTextEncode:
@@ -50,6 +84,7 @@ class OpenUniTextEncode:
 
     def encode(self, model, prompt, negative_prompt=""):
         require_model(model)
+        prompt, negative_prompt = text_input(prompt, "prompt"), text_input(negative_prompt, "negative_prompt")
         if hasattr(model, "encode_pair"):  # both in one LLM batch, as the reference does
             positive, negative = model.encode_pair(prompt, negative_prompt)
         else:
@@ -84,7 +119,10 @@ class OpenUniImageEditEncode:
 
     def encode(self, model, image, instruction, negative_instruction=DEFAULT_EDIT_NEGATIVE):
         require_model(model)
-        images = image_batch(image)
+        instruction = text_input(instruction, "instruction")
+        negative_instruction = text_input(negative_instruction, "negative_instruction")
+        images = image_list(image)
+        refuse_huge(images)
         positive = model.encode_edit(images, instruction)
         negative = model.encode_edit(images, negative_instruction.strip() or DEFAULT_EDIT_NEGATIVE)
         return to_comfy(positive, model), to_comfy(negative, model)

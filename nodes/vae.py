@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from .encode import MODEL_TOOLTIP, image_batch, require_model
+from .encode import MODEL_TOOLTIP, image_list, require_model
 from .loader import CATEGORY, MODEL_TYPE
 from .sample import _latent_samples
 from ..openuni_core.errors import OpenUniError
@@ -59,8 +59,20 @@ class OpenUniVAEEncode:
 
     def encode(self, model, image, tiling="auto"):
         require_model(model)
-        images = crop_to_multiple(image_batch(image))
+        images = crop_to_multiple(one_size_batch(image))
         return ({"samples": model.encode_images(images, tiled=TILING.get(tiling))},)
+
+
+def one_size_batch(image) -> torch.Tensor:
+    """One latent batch needs one size: a list of same-size images is stacked, mixed sizes are refused."""
+    images = image_list(image)
+    if isinstance(images, torch.Tensor):
+        return images
+    sizes = list(dict.fromkeys(f"{im.shape[1]}×{im.shape[0]}" for im in images))
+    if len(sizes) > 1 or len({im.shape[-1] for im in images}) > 1:
+        raise OpenUniError(f"VAE Encode got images of different sizes or channels ({', '.join(sizes)}); one latent "
+                           "batch holds one size. Resize them to one size first (e.g. with Upscale Image).")
+    return torch.stack(images)
 
 
 def crop_to_multiple(images: torch.Tensor, multiple: int = SCALE) -> torch.Tensor:
