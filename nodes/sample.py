@@ -11,7 +11,7 @@ from .conditioning import from_comfy
 from .encode import MODEL_TOOLTIP, require_model
 from .loader import CATEGORY, MODEL_TYPE
 from ..openuni_core.errors import OpenUniError
-from ..openuni_core.sampling import MAX_SIDE, MAX_STEPS, SAMPLERS, SCALE
+from ..openuni_core.sampling import MAX_SIDE, MAX_STEPS, SAMPLERS, SCALE, check_latents, validate
 
 log = logging.getLogger("OpenUni")
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -71,8 +71,12 @@ class OpenUniSampler:
             height, width = init.shape[-2] * SCALE, init.shape[-1] * SCALE
             batch_size = _batch_for_latent(init.shape[0], len(pos))
             strength = float(denoise)
-        elif denoise < 1.0:
+        elif isinstance(denoise, (int, float)) and denoise < 1.0:
             log.info("[OpenUni] denoise %.2f ignored: no latent is connected to the sampler", denoise)
+        # The core checks these again; checking here first keeps odd values (NaN denoise, …) out of the node's
+        # own arithmetic, so every bad value gets the core's message.
+        validate(width=width, height=height, steps=steps, cfg=cfg, sampler=sampler, batch_size=batch_size,
+                 strength=strength)
         progress = comfy.Progress(max(1, round(steps * strength)))
         latents = model.sample(pos, neg, width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler,
                                batch_size=batch_size, init_latents=init, strength=strength,
@@ -86,7 +90,12 @@ def _latent_samples(latent) -> torch.Tensor:
     unused = sorted(k for k in latent if k not in ("samples", "batch_index"))
     if unused:
         log.warning("[OpenUni] latent: ignoring %s (not used by OpenUni's sampler)", unused)
-    return latent["samples"].detach().to("cpu", torch.float32)
+    samples = latent["samples"].detach().to("cpu", torch.float32)
+    check_latents(samples, what="latent input")  # shape (32 channels, 4-D) and finite values, before any work
+    if samples.shape[0] == 0 or samples.shape[-1] == 0 or samples.shape[-2] == 0:
+        raise OpenUniError(f"The latent input is empty (shape {list(samples.shape)}); connect a latent that holds "
+                           "at least one image.")
+    return samples
 
 
 def _batch_for_latent(latent_batch: int, prompts: int) -> int:
