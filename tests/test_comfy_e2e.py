@@ -215,3 +215,86 @@ def test_same_prompt_twice_reuses_everything(server):
     cached = next(m[1] for m in second["status"]["messages"] if m[0] == "execution_cached")
     assert "1" in cached["nodes"]  # the loader (and the rest) came from ComfyUI's cache
     assert first["outputs"]["6"] == second["outputs"]["6"]
+
+
+class _WritesAFile:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_bad_prompts_are_reported_and_the_next_valid_prompt_runs(server):
+    """Bad prompts queued straight to the API: each is reported (by ComfyUI's own validation, or as a node error
+    carrying the OpenUni message) and the server then runs a valid prompt successfully."""
+    import pickle
+    import shutil
+    import zipfile
+
+    def valid(seed):
+        good = workflow("openuni_text_to_image")
+        good["3"]["inputs"]["seed"] = seed
+        entry = server.run(good)
+        assert_success(entry)
+        assert saved_images(server, entry, "5") == [(64, 64)]
+
+    # width 500 is inside ComfyUI's min/max, so it reaches the sampler, which refuses it before sampling.
+    bad = workflow("openuni_text_to_image")
+    bad["3"]["inputs"]["width"] = 500
+    err = _error(server.run(bad))
+    assert err["node_type"] == "OpenUniSampler" and "width 500 is not allowed" in err["exception_message"]
+    assert "Try 512" in err["exception_message"]
+    valid(501)
+
+    # width 10000 is above the declared max: ComfyUI's own validation refuses the prompt before it is queued.
+    bad["3"]["inputs"]["width"] = 10000
+    status, body = server.post("/prompt", {"prompt": bad, "client_id": "openuni-tests"})
+    assert status == 400 and "bigger than max" in json.dumps(body["node_errors"]["3"])
+    valid(502)
+
+    # Conditioning encoded by another loaded OpenUni model (another checkpoint file) is refused by the sampler.
+    foreign = workflow("openuni_text_to_image")
+    foreign["20"] = {"class_type": "OpenUniModelLoader",
+                     "inputs": {**foreign["1"]["inputs"], "checkpoint": "openuni_tiny_b_extra.pth"}}
+    foreign["21"] = {"class_type": "OpenUniTextEncode",
+                     "inputs": {"model": ["20", 0], "prompt": "a black cat", "negative_prompt": ""}}
+    foreign["3"]["inputs"]["positive"] = ["21", 0]
+    err = _error(server.run(foreign))
+    assert err["node_type"] == "OpenUniSampler"
+    assert "made by a different OpenUni model" in err["exception_message"]
+    valid(503)
+
+    # A listed InternVL3 folder that lost its config.json: the loader names the missing file.
+    mllm_dir = server.base / "models" / "openuni" / "mllm"
+    broken = mllm_dir / "InternVL3-broken"
+    shutil.copytree(mllm_dir / TINY_FILES["mllm"], broken)
+    (broken / "config.json").unlink()
+    evil = server.base / "models" / "openuni" / "openuni_evil.pth"
+    marker = server.base / "pwned"
+    with zipfile.ZipFile(evil, "w") as z:  # the layout torch.save writes, built with the standard library
+        z.writestr("archive/data.pkl", pickle.dumps({"meta_queries": _WritesAFile(marker)}, protocol=2))
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+    try:
+        missing = workflow("openuni_text_to_image")
+        missing["1"]["inputs"]["mllm"] = "InternVL3-broken"
+        err = _error(server.run(missing))
+        assert err["node_type"] == "OpenUniModelLoader"
+        assert "config.json is missing" in err["exception_message"] and "InternVL3-broken" in err["exception_message"]
+        valid(504)
+
+        # A checkpoint whose unpickling would run code: refused, and the code never runs.
+        malicious = workflow("openuni_text_to_image")
+        malicious["1"]["inputs"]["checkpoint"] = "openuni_evil.pth"
+        err = _error(server.run(malicious))
+        assert err["node_type"] == "OpenUniModelLoader" and "Refused to load" in err["exception_message"]
+        assert not marker.exists()
+        valid(505)
+    finally:
+        shutil.rmtree(broken, ignore_errors=True)
+        evil.unlink(missing_ok=True)
