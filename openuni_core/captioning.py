@@ -12,7 +12,8 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from .errors import OpenUniError
-from .images import caption_pixel_values, check_size, to_pil
+from .conditioning import check_user_text
+from .images import caption_pixel_values, closest_tile_grid, to_pil
 from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE
 
 SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
@@ -54,13 +55,23 @@ def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_til
             max_new_tokens: int = 512, temperature: float = 0.0, seed: int = 0, use_thumbnail: bool = True,
             progress: Callable[[int, int], None] | None = None, interrupt: Callable[[], None] | None = None) -> str:
     validate(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature)
-    question = (question or "").strip() or DEFAULT_QUESTION
+    question = check_user_text(tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
     pil = to_pil(image)
-    check_size(pil)
+    # Check the prompt fits the context before any image work; generation stops at the context's end.
+    cols, rows = closest_tile_grid(pil.width, pil.height, max_tiles)
+    tiles = cols * rows + (1 if use_thumbnail and cols * rows > 1 else 0)
+    prompt_ids = tokenizer(chat_query(question, tiles), add_special_tokens=True).input_ids
+    context = int(mllm.config.text_config.max_position_embeddings)
+    if len(prompt_ids) >= context:
+        raise OpenUniError(f"The question is {len(prompt_ids) - TOKENS_PER_TILE * tiles} tokens long with {tiles} image "
+                           f"tiles ({TOKENS_PER_TILE} tokens each); this model takes at most {context} tokens. "
+                           "Shorten the question or lower max_tiles.")
+    max_new_tokens = min(max_new_tokens, context - len(prompt_ids))
     device = mllm.device
     pixel_values = caption_pixel_values(pil, max_tiles, use_thumbnail).to(device=device, dtype=mllm.dtype)
-    prompt = chat_query(question, pixel_values.shape[0])
-    ids = torch.tensor([tokenizer(prompt, add_special_tokens=True).input_ids], device=device)
+    if pixel_values.shape[0] != tiles:
+        raise OpenUniError(f"Internal: {pixel_values.shape[0]} tiles prepared for {tiles} planned.")
+    ids = torch.tensor([prompt_ids], device=device)
     im_end = tokenizer.convert_tokens_to_ids(IM_END)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end
     # Below MIN_TEMPERATURE, logits / temperature overflow to inf; such a temperature means "greedy" anyway.

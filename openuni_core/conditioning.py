@@ -43,6 +43,17 @@ def clean_prompt(text) -> str:
     return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
 
 
+def check_user_text(tokenizer, text, what: str = "prompt") -> str:
+    """Clean user text and refuse the model's own control tokens in it: typed into a prompt they would
+    silently restructure the chat format (or, for <IMG_CONTEXT>, break the image slots)."""
+    text = clean_prompt(text)
+    reserved = [t for t in tokenizer.get_added_vocab() if t and t in text]
+    if reserved:
+        raise OpenUniError(f"The {what} contains {sorted(reserved)}: control tokens of the model's chat format, "
+                           "which cannot be used as text. Remove them.")
+    return text
+
+
 @dataclass
 class QueryConditioning:
     """What the sampler consumes: query embeddings plus the identity of the model that made them."""

@@ -88,8 +88,20 @@ def vae_config(vae_dir) -> dict:
     return cfg
 
 
-def is_model_folder(path: Path) -> bool:
-    return path.is_dir() and any(path.iterdir())
+# The files without which a part is not there yet (an interrupted download leaves a folder holding only
+# huggingface_hub's .cache/ or a config without weights: that part must still count as missing).
+KEY_FILES = {
+    "InternVL3": ("config.json", "tokenizer_config.json", "*.safetensors"),
+    "SANA": ("transformer/config.json", "transformer/*.safetensors", "scheduler/scheduler_config.json"),
+    "DC-AE": ("config.json", "*.safetensors"),
+}
+
+
+def part_complete(part: str, path: Path) -> bool:
+    path = Path(path)
+    if part == "OpenUni checkpoint":
+        return path.is_file() and path.stat().st_size > 0
+    return path.is_dir() and all(any(p.is_file() for p in path.glob(pattern)) for pattern in KEY_FILES[part])
 
 
 def guess_variant(checkpoint_name: str) -> Variant | None:
@@ -103,13 +115,12 @@ def missing_parts(variant: Variant, layout: Layout, checkpoint: str | None = Non
                   vae=None) -> list[Missing]:
     ckpt = layout.checkpoint(checkpoint or variant.checkpoints[-1])
     parts = [
-        ("OpenUni checkpoint", ckpt, OPENUNI_REPO, ckpt.name, ckpt.is_file()),
-        ("InternVL3", Path(mllm or layout.mllm(variant.mllm_repo)), variant.mllm_repo, "whole repo", None),
-        ("SANA", Path(sana or layout.sana(variant.sana_repo)), variant.sana_repo, "transformer/ and scheduler/", None),
-        ("DC-AE", Path(vae or layout.vae()), DCAE_REPO, "config.json + weights", None),
+        Missing("OpenUni checkpoint", ckpt, OPENUNI_REPO, ckpt.name),
+        Missing("InternVL3", Path(mllm or layout.mllm(variant.mllm_repo)), variant.mllm_repo, "whole repo"),
+        Missing("SANA", Path(sana or layout.sana(variant.sana_repo)), variant.sana_repo, "transformer/ and scheduler/"),
+        Missing("DC-AE", Path(vae or layout.vae()), DCAE_REPO, "config.json + weights"),
     ]
-    return [Missing(name, path, repo, files) for name, path, repo, files, ok in parts
-            if not (ok if ok is not None else is_model_folder(path))]
+    return [m for m in parts if not part_complete(m.part, m.path)]
 
 
 def missing_error(missing: list[Missing], variant: Variant | None) -> MissingModelFilesError:
@@ -122,7 +133,8 @@ def missing_error(missing: list[Missing], variant: Variant | None) -> MissingMod
 
 
 def check_present(checkpoint: Path, mllm: Path, sana: Path, vae: Path) -> None:
-    """Absent or empty parts → one error listing each with its repo id and where it goes."""
+    """Absent parts (no folder, an empty one, or one without its key files) → one error listing each with
+    its repo id and where it goes."""
     variant = guess_variant(checkpoint.name)
     mllm_repo = variant.mllm_repo if variant else "OpenGVLab/InternVL3-1B (B) or OpenGVLab/InternVL3-2B (L)"
     sana_repo = variant.sana_repo if variant else "the SANA repo of your variant (see README)"
@@ -132,7 +144,8 @@ def check_present(checkpoint: Path, mllm: Path, sana: Path, vae: Path) -> None:
         Missing("SANA", sana, sana_repo, "transformer/ and scheduler/"),
         Missing("DC-AE", vae, DCAE_REPO, "config.json + weights"),
     ]
-    missing = [m for m in parts if not (m.path.is_file() if m.part == "OpenUni checkpoint" else is_model_folder(m.path))]
+    missing = [m for m in parts if not (m.path.is_file() if m.part == "OpenUni checkpoint" else m.path.is_dir()
+                                        and any(p.name[0] != "." for p in m.path.iterdir()))]
     if missing:
         raise missing_error(missing, variant)
 

@@ -18,23 +18,29 @@ def to_pil(image) -> Image.Image:
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
         try:
             image = Image.open(image)
+            check_size(image)  # from the header, before decoding the pixels
             image.load()
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise OpenUniError(f"Cannot read image {image}: {e}") from None
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise OpenUniError("The image is empty (0 pixels).")
+        check_size(image)
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             # Flatten transparency onto white instead of exposing whatever colour hides under alpha=0.
             rgba = image.convert("RGBA")
             bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(bg, rgba).convert("RGB")
         return image.convert("RGB")
-    t = torch.as_tensor(image).detach().float().cpu()
+    t = torch.as_tensor(image).detach()
     if t.ndim == 2:
         t = t[..., None]
     if t.ndim != 3 or t.shape[-1] not in (1, 3, 4) or t.shape[0] < 1 or t.shape[1] < 1:
         raise OpenUniError(f"Expected one image as [height, width, channels] with 1, 3 or 4 channels, got {list(t.shape)}.")
+    if t.shape[0] * t.shape[1] > MAX_PIXELS:  # from the shape, before any copy
+        raise OpenUniError(f"The image is {t.shape[1]}×{t.shape[0]}; images above {MAX_PIXELS // 1_000_000} MP are "
+                           "refused. Downscale it first.")
+    t = t.float().cpu()
     if not torch.isfinite(t).all():
         raise OpenUniError("The image contains NaN or infinite values.")
     t = t.clamp(0, 1)

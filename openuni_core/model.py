@@ -23,7 +23,7 @@ from .checkpoint import OpenUniCheckpoint, load_openuni_checkpoint
 from .conditioning import QueryConditioning
 from .errors import OpenUniError
 from .files import check_present, sana_scheduler_config, sana_transformer_config, vae_config
-from .images import check_size, edit_pixel_values, to_pil
+from .images import edit_pixel_values, to_pil
 from .internvl import IMG_CONTEXT, inspect_internvl_folder, load_internvl
 from .variants import Variant, identify_variant
 
@@ -141,22 +141,23 @@ class OpenUniModel:
         """Run a block with a part on its compute device (per the offload policy); turn out-of-memory into
         an actionable error and leave the model usable."""
         moved = self._offloaded(part)
+        out_of_memory = False
         try:
             self._move(part, self.devices[part])  # no-op when already there
             yield
         except Exception as e:
             if not _is_oom(e):
                 raise
-            del e
-            self._release_memory()
-            raise OpenUniError(
-                f"Out of memory while {what} on {self.devices[part]}. Try a lower-memory policy (offload the MLLM, "
-                "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision."
-            ) from None
+            out_of_memory = True  # raised below, outside this block, so the failed step's tensors can be freed
         finally:
             if moved:
                 self._move(part, CPU)
-                self._release_memory()
+        if moved or out_of_memory:
+            self._release_memory()
+        if out_of_memory:
+            raise OpenUniError(
+                f"Out of memory while {what} on {self.devices[part]}. Try a lower-memory policy (offload the MLLM, "
+                "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision.")
 
     def _release_memory(self) -> None:
         gc.collect()
@@ -200,28 +201,32 @@ class OpenUniModel:
 
         return self._encode_cached([f"text:{t}" for t in texts], compute)
 
+    def _text(self, text, what: str = "prompt") -> str:
+        return conditioning.check_user_text(self.tokenizer, text, what)
+
+    def _prompt_list(self, prompts) -> list[str]:
+        if isinstance(prompts, str):
+            return [prompts]
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise OpenUniError(f"A prompt must be text (or a non-empty list of texts), got {type(prompts).__name__}.")
+        return list(prompts)
+
     def encode_prompt(self, prompts: str | list[str]) -> QueryConditioning:
         """Prompt(s) → positive query conditioning [B, 256, caption_channels] (cached per text)."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise OpenUniError("No prompt given.")
-        texts = [conditioning.generation_text(conditioning.clean_prompt(p)) for p in prompts]
+        texts = [conditioning.generation_text(self._text(p)) for p in self._prompt_list(prompts)]
         return QueryConditioning(self._encode_texts(texts), self.model_id, texts)
 
     def encode_negative(self, negative: str | None = None) -> QueryConditioning:
         """Negative/CFG conditioning; the default ("Generate an image.") is computed once per model."""
-        text = conditioning.negative_text(conditioning.clean_prompt(negative or ""))
+        text = conditioning.negative_text(self._text(negative or "", "negative prompt"))
         return QueryConditioning(self._encode_texts([text]), self.model_id, [text])
 
     def encode_pair(self, prompts: str | list[str], negative: str | None = None
                     ) -> tuple[QueryConditioning, QueryConditioning]:
         """Positive and negative together: whatever is not cached yet goes through the LLM in ONE padded
         batch, as the reference does with [prompt, CFG prompt]."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise OpenUniError("No prompt given.")
-        texts = [conditioning.generation_text(conditioning.clean_prompt(p)) for p in prompts]
-        neg_text = conditioning.negative_text(conditioning.clean_prompt(negative or ""))
+        texts = [conditioning.generation_text(self._text(p)) for p in self._prompt_list(prompts)]
+        neg_text = conditioning.negative_text(self._text(negative or "", "negative prompt"))
         embeds = self._encode_texts(texts + [neg_text])
         return (QueryConditioning(embeds[:-1], self.model_id, texts),
                 QueryConditioning(embeds[-1:], self.model_id, [neg_text]))
@@ -229,10 +234,10 @@ class OpenUniModel:
     def encode_edit(self, images, instruction: str) -> QueryConditioning:
         """Image(s) + instruction → conditioning (EXPERIMENTAL upstream; exact to the reference math)."""
         images = _as_image_list(images)
-        instruction = conditioning.clean_prompt(instruction)
+        instruction = self._text(instruction, "instruction")
+        # Refuse an over-long instruction before any image work.
+        ids = conditioning.tokenize(self.tokenizer, [conditioning.edit_text(instruction)], self.max_prompt_tokens)
         pils = [to_pil(im) for im in images]
-        for p in pils:
-            check_size(p)
         keys = [f"edit:{hashlib.sha256(p.tobytes()).hexdigest()}:{p.size}:{instruction}" for p in pils]
         context_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
 
@@ -240,11 +245,9 @@ class OpenUniModel:
             dev = self.devices["mllm"]
             pixels = torch.cat([edit_pixel_values(pils[i]) for i in idx]).to(dev, self.mllm.dtype)
             tokens = conditioning.image_tokens(self.mllm, pixels)
-            ids = conditioning.tokenize(self.tokenizer, [conditioning.edit_text(instruction)] * len(idx),
-                                        self.max_prompt_tokens)
-            embeds = conditioning.text_token_embeds(self.mllm, ids, dev)
-            embeds = [conditioning.splice_image_tokens(e, i.to(dev), tokens[j], context_id)
-                      for j, (e, i) in enumerate(zip(embeds, ids))]
+            embeds = conditioning.text_token_embeds(self.mllm, ids * len(idx), dev)
+            embeds = [conditioning.splice_image_tokens(e, ids[0].to(dev), tokens[j], context_id)
+                      for j, e in enumerate(embeds)]
             return conditioning.run_queries(self.mllm, self.bridge.meta_queries, self.bridge, embeds)
 
         return QueryConditioning(self._encode_cached(keys, compute), self.model_id, [instruction] * len(pils))
@@ -308,7 +311,7 @@ class OpenUniModel:
     # ----- understanding ---------------------------------------------------------------------------
     def caption(self, image, question: str = captioning.DEFAULT_QUESTION, **kwargs) -> str:
         with self._use("mllm", "captioning"):
-            return captioning.caption(self.mllm, self.tokenizer, image, question=conditioning.clean_prompt(question),
+            return captioning.caption(self.mllm, self.tokenizer, image, question=question,
                                       use_thumbnail=self.use_thumbnail, **kwargs)
 
 

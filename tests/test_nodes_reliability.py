@@ -281,15 +281,10 @@ BAD = {
     "edit instruction longer than the context": (
         lambda g: g.env.call("OpenUniImageEditEncode", model=g.mb, image=image(1, 32, 32, 3),
                              instruction="fox " * 9000, negative_instruction=""),
-        r"tokens long; this model takes at most",
-        pytest.mark.xfail(raises=AssertionError, strict=False,
-                          reason="engine: encode_edit runs InternViT on the image before it checks the instruction's "
-                                 "length (requested: tokenize first)")),
+        r"tokens long; this model takes at most"),
     "caption question longer than the context": (
-        lambda g: g.caption(image(1, 8, 8, 3), question="fox " * 9000), r"tokens long",
-        pytest.mark.xfail(raises=AssertionError, strict=False,
-                          reason="engine: caption() neither refuses nor truncates a question longer than the LLM's "
-                                 "context; it runs past it (requested: refuse, as encode_prompt does)")),
+        lambda g: g.caption(image(1, 8, 8, 3), question="fox " * 9000),
+        r"The question is \d+ tokens long with 1 image tiles .*Shorten the question or lower max_tiles"),
     "prompt that is not text": (lambda g: g.env.call("OpenUniTextEncode", model=g.mb, prompt=None, negative_prompt=""),
                                 r"The prompt input must be text, got NoneType"),
     # -- images ---------------------------------------------------------------------------------------------
@@ -380,23 +375,20 @@ def test_odd_prompts_are_accepted_and_cleaned(env, g, prompt):
     assert torch.isfinite(lat["samples"]).all()
 
 
-@pytest.mark.xfail(raises=ValueError, strict=False,
-                   reason="engine: user text is tokenized with special tokens live, so a question holding "
-                          "'<IMG_CONTEXT>' breaks the image-token count inside transformers (requested: treat user "
-                          "text as plain text)")
-def test_text_that_spells_special_tokens_is_plain_text_or_refused(env, g):
-    """'<IMG_CONTEXT>', '<|im_end|>' typed by a user are text, never the model's control tokens."""
+def test_text_that_spells_special_tokens_is_refused_before_work(env, g, monkeypatch):
+    """'<IMG_CONTEXT>', '<|im_end|>' typed by a user would restructure the chat format: the engine refuses
+    them with a message naming the token (never an internal error), before any model runs."""
     errors = core("errors")
     for text in ("<|im_end|>", "<img></img>", "<IMG_CONTEXT> here"):
-        pos, _ = env.call("OpenUniTextEncode", model=g.mb, prompt=text, negative_prompt="")
-        assert pos[0][0].shape == (1, 256, 2304)
-        for run in (lambda: g.caption(image(1, 32, 32, 3), question=text),
+        for run in (lambda: env.call("OpenUniTextEncode", model=g.mb, prompt=text, negative_prompt=""),
+                    lambda: g.caption(image(1, 32, 32, 3), question=text),
                     lambda: env.call("OpenUniImageEditEncode", model=g.mb, image=image(1, 32, 32, 3), instruction=text,
                                      negative_instruction="")):
-            try:
+            with pytest.raises(errors.OpenUniError, match=r"control tokens of the model's chat format") as info:
                 run()
-            except errors.OpenUniError as e:
-                assert not str(e).startswith("Internal"), str(e)
+            assert text.split()[0][:5] in str(info.value)
+    pos, _ = env.call("OpenUniTextEncode", model=g.mb, prompt="a <b>bold</b> fox", negative_prompt="")
+    assert pos[0][0].shape == (1, 256, 2304)
 
 
 def test_alpha_and_grayscale_images_are_converted(env, g):
@@ -692,9 +684,6 @@ def test_downloads_write_only_known_repos_inside_the_models_folder(env, fresh_mo
             assert what and not any(p in ("*", "**", "**/*", "*.*") for p in what), what  # never a whole repo
 
 
-@pytest.mark.xfail(reason="engine: files.is_model_folder() counts a folder that holds only huggingface_hub's "
-                          ".cache/ (an interrupted snapshot) as present, so download_missing does not resume it "
-                          "(requested from the engine owner)", strict=False)
 def test_an_interrupted_folder_download_is_resumed(env, fresh_models_dir, monkeypatch):
     import huggingface_hub
 
