@@ -90,14 +90,46 @@ def split_groups(state: dict[str, torch.Tensor], source: str) -> dict[str, dict[
     return groups
 
 
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint holds, read from its header (safetensors) or lazily mapped (.pth): no weights read."""
+
+    path: Path
+    groups: list[str]
+    llm_hidden: int
+    caption_channels: int
+
+
+def _check_groups(path: Path, shapes: dict[str, dict[str, torch.Size]]) -> CheckpointInfo:
+    for required in ("meta_queries", "connector", "projector"):
+        if not shapes[required]:
+            raise OpenUniError(f"{path} has no {required} weights: it is not an OpenUni checkpoint "
+                               "(or only part of one).")
+    mq = shapes["meta_queries"][""]
+    if len(mq) != 2 or mq[0] != NUM_QUERIES:
+        raise OpenUniError(f"{path}: meta_queries has shape {list(mq)}, expected [{NUM_QUERIES}, LLM width].")
+    if "weight" not in shapes["projector"]:
+        raise OpenUniError(f"{path}: projector.weight is missing; the checkpoint is incomplete.")
+    return CheckpointInfo(path, [g for g in GROUPS if shapes[g]], int(mq[1]), int(shapes["projector"]["weight"][0]))
+
+
+def inspect_checkpoint(path) -> CheckpointInfo:
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file() and path.stat().st_size:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                state = {k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:
+            raise OpenUniError(f"Cannot read {path}: {e}. The file is corrupt or truncated; re-download it.") from None
+    else:
+        state = {k: v.shape for k, v in read_state_dict(path).items()}  # .pth: memory-mapped, nothing read
+    return _check_groups(path, split_groups(state, str(path)))
+
+
 def load_openuni_checkpoint(path) -> OpenUniCheckpoint:
     path = Path(path)
     groups = split_groups(read_state_dict(path), str(path))
-    for required in ("meta_queries", "connector", "projector"):
-        if not groups[required]:
-            raise OpenUniError(f"{path} has no {required} weights: it is not an OpenUni checkpoint "
-                               "(or only part of one).")
-    mq = groups["meta_queries"][""]
-    if mq.ndim != 2 or mq.shape[0] != NUM_QUERIES:
-        raise OpenUniError(f"{path}: meta_queries has shape {list(mq.shape)}, expected [{NUM_QUERIES}, LLM width].")
+    _check_groups(path, {g: {k: v.shape for k, v in sub.items()} for g, sub in groups.items()})
     return OpenUniCheckpoint(path, groups)

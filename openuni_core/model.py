@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from . import captioning, conditioning, sampling, vae as vae_ops
-from .checkpoint import OpenUniCheckpoint, load_openuni_checkpoint
+from .checkpoint import OpenUniCheckpoint, inspect_checkpoint, load_openuni_checkpoint
 from .conditioning import QueryConditioning
 from .errors import OpenUniError
 from .files import check_present, sana_scheduler_config, sana_transformer_config, vae_config
@@ -331,6 +331,42 @@ def _as_image_list(images) -> list:
     return list(images) if isinstance(images, (list, tuple)) else [images]
 
 
+@dataclass
+class OpenUniFiles:
+    """A validated set of model files (what `inspect_openuni` found), before any weight is read."""
+
+    checkpoint: Path
+    mllm: Path
+    sana: Path
+    vae: Path
+    variant: Variant
+    mllm_info: object
+    sana_config: dict
+    scheduler_config: dict
+    checkpoint_groups: list[str]
+
+
+def inspect_openuni(checkpoint, mllm, sana, vae=None) -> OpenUniFiles:
+    """Validate the four parts cheaply — presence, configs, the checkpoint's header, that they form one
+    variant — and raise OpenUniError naming any problem. Hosts call this before dropping a working model."""
+    checkpoint, mllm, sana = Path(checkpoint), Path(mllm), Path(sana)
+    vae = Path(vae) if vae else sana / "vae"
+    check_present(checkpoint, mllm, sana, vae)
+    info = inspect_internvl_folder(mllm)
+    sana_cfg = sana_transformer_config(sana)
+    sched_cfg = sana_scheduler_config(sana)
+    vae_config(vae)
+    ckpt = inspect_checkpoint(checkpoint)
+    variant = identify_variant(checkpoint_llm_hidden=ckpt.llm_hidden, mllm_llm_hidden=info.llm_hidden,
+                               sana_config=sana_cfg, checkpoint_name=checkpoint.name, mllm_name=str(mllm),
+                               sana_name=str(sana))
+    if int(sana_cfg["caption_channels"]) != ckpt.caption_channels:
+        raise OpenUniError(f"{checkpoint.name} projects to {ckpt.caption_channels} channels but {sana} expects "
+                           f"caption_channels={sana_cfg['caption_channels']}.")
+    _check_diffusers_knows(sana_cfg, sana)
+    return OpenUniFiles(checkpoint, mllm, sana, vae, variant, info, sana_cfg, sched_cfg, ckpt.groups)
+
+
 def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", device=None, mllm_device=None,
                  offload: str = "none", attention: str = "auto", compile: bool = False,
                  log: Callable[[str], None] | None = None) -> OpenUniModel:
@@ -348,21 +384,11 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
         raise OpenUniError(f"Unknown offload policy {offload!r}; choose one of {', '.join(OFFLOAD)}.")
     attn = resolve_attention(attention, mllm_dev)
 
-    # 1. Cheap checks: presence of every part, each folder's config and the checkpoint's shapes, then the variant.
-    vae = Path(vae) if vae else sana / "vae"
-    check_present(checkpoint, mllm, sana, vae)
-    info = inspect_internvl_folder(mllm)
-    sana_cfg = sana_transformer_config(sana)
-    sched_cfg = sana_scheduler_config(sana)
-    vae_config(vae)
-    ckpt: OpenUniCheckpoint = load_openuni_checkpoint(checkpoint)
-    variant = identify_variant(checkpoint_llm_hidden=ckpt.llm_hidden, mllm_llm_hidden=info.llm_hidden, sana_config=sana_cfg,
-                               checkpoint_name=checkpoint.name, mllm_name=str(mllm), sana_name=str(sana))
-    if int(sana_cfg["caption_channels"]) != ckpt.groups["projector"]["weight"].shape[0]:
-        raise OpenUniError(f"{checkpoint.name} projects to {ckpt.groups['projector']['weight'].shape[0]} channels but "
-                           f"{sana} expects caption_channels={sana_cfg['caption_channels']}.")
-    _check_diffusers_knows(sana_cfg, sana)
+    # 1. Cheap checks (no weights read): presence, configs, checkpoint header, the variant.
+    files = inspect_openuni(checkpoint, mllm, sana, vae)
+    variant, info, vae = files.variant, files.mllm_info, files.vae
     log(f"[OpenUni] {variant.name}: loading InternVL3 ({info.format} format), SANA and DC-AE in {torch_dtype}")
+    ckpt: OpenUniCheckpoint = load_openuni_checkpoint(checkpoint)
 
     # 2. Weights, each straight into its target dtype.
     from diffusers import AutoencoderDC, SanaTransformer2DModel
@@ -384,7 +410,7 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
     log(f"[OpenUni] {report}")
     model_id = _fingerprint(checkpoint, mllm / "config.json", sana / "transformer" / "config.json")
     return OpenUniModel(variant=variant, mllm=model, tokenizer=tokenizer, use_thumbnail=info.use_thumbnail,
-                        bridge=bridge, transformer=transformer, scheduler_config=sched_cfg, vae=decoder,
+                        bridge=bridge, transformer=transformer, scheduler_config=files.scheduler_config, vae=decoder,
                         dtype=torch_dtype, devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev},
                         offload=offload, model_id=model_id, report=report, compile=compile)
 

@@ -169,3 +169,15 @@ def test_request_memory_hook_runs_before_moving_onto_an_accelerator(tiny, monkey
         pass
     assert asked == [(m.part_bytes("vae"), "cuda:0")] and m.part_bytes("vae") > 0
     assert m.placement()["vae"] == "cuda:0" and m.on_accelerator()
+
+
+def test_inspect_reads_no_weights_and_names_the_variant(tiny, monkeypatch):
+    import safetensors.torch
+
+    from openuni_core.model import inspect_openuni
+
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("weights read"))
+    files = inspect_openuni(tiny.checkpoint_safetensors, tiny.mllm_hf, tiny.sana, tiny.vae)
+    assert files.variant.name == "tiny-B" and files.mllm_info.format == "hf"
+    assert files.checkpoint_groups == ["meta_queries", "connector", "projector", "transformer"]
+    assert inspect_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae).variant.name == "tiny-B"
