@@ -85,9 +85,12 @@ class OpenUniModelLoader:
         model = model_cache.get(key)
         if model is not None:
             return (model,)
+        from ..openuni_core.model import inspect_openuni, load_openuni  # transformers/diffusers load only now
+
+        # Validate the new files cheaply first: a bad choice must not throw away the working model.
+        inspect_openuni(files.checkpoint, files.mllm, files.sana, files.vae)
         model_cache.forget()
         comfy.free_memory(_estimate_bytes(files, precision), device)
-        from ..openuni_core.model import load_openuni  # transformers/diffusers load only when a model does
 
         model = load_openuni(files.checkpoint, files.mllm, files.sana, files.vae, dtype=precision,
                              device=str(device) if device is not None else None,

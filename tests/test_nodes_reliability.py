@@ -806,3 +806,14 @@ def test_caption_node_inputs_property(g, question, tiles, tokens, temperature, s
         return
     answers = out["result"][0]
     assert len(answers) == batch and all(isinstance(a, str) for a in answers) and out["ui"]["text"] == answers
+
+
+def test_a_bad_file_choice_keeps_the_working_model_cached(env, g):
+    """The loader validates new files before dropping its cached model: after a mismatched choice the next
+    valid prompt needs no reload (the same model object comes back)."""
+    cache = sys.modules[f"{PACK}.nodes.model_cache"]
+    (good,) = g.load()
+    with pytest.raises(core("errors").OpenUniError, match="Mismatched models"):
+        g.load(mllm="InternVL3-tiny-L")
+    assert cache._last[1] is good
+    assert g.load()[0] is good
