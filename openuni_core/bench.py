@@ -328,6 +328,31 @@ class Settings:
     dtype: str
     device: torch.device
     quiet_wait: float = 0.0  # seconds to wait for other processes to go quiet before each timed run
+    max_others: float = 0.10  # a timed run during which other processes used more of the CPUs is run again...
+    max_tries: int = 3  # ...up to this many times (the least disturbed attempt is kept)
+
+
+def timed_run(fn, s: Settings, model=None):
+    """fn() → (result, Stopwatch), repeated while other processes disturbed it (shared CPU machines).
+
+    model: its prompt cache is restored before a repeat, so a repeated run does the same work again.
+    """
+    best = None
+    cache = getattr(model, "_cache", None)
+    saved = dict(cache) if cache is not None else None
+    for attempt in range(max(1, s.max_tries if s.quiet_wait else 1)):
+        if attempt and cache is not None:
+            cache.clear()
+            cache.update(saved)
+        if s.quiet_wait:
+            wait_for_quiet(s.quiet_wait, threshold=s.max_others / 2)
+        out = fn()
+        others = getattr(out[1], "others", None)
+        if best is None or (others is not None and others < best[1].others):
+            best = out
+        if others is None or others <= s.max_others:
+            break
+    return best
 
 
 @dataclass
@@ -358,19 +383,24 @@ def bench_compare(model, name: str, s: Settings, report: Report) -> dict:
             order = (("ref", "ours") if k % 2 == 0 else ("ours", "ref"))
             imgs = {}
             for who in order:
-                if s.quiet_wait:
-                    wait_for_quiet(s.quiet_wait)
-                before = llm.count
                 fn = reference_generate if who == "ref" else ours_generate
-                img, watch = fn(model, prompt, seed=100 + k, **kw)
+
+                def attempt():
+                    before = llm.count
+                    img, watch = fn(model, prompt, seed=100 + k, **kw)
+                    watch.llm_forwards = llm.count - before
+                    return img, watch
+
+                img, watch = timed_run(attempt, s, model)
                 imgs[who] = img
-                (ref_runs if who == "ref" else our_runs).append((watch, llm.count - before))
+                (ref_runs if who == "ref" else our_runs).append((watch, watch.llm_forwards))
             diffs.append(float((imgs["ref"] - imgs["ours"]).abs().max()))
     finally:
         llm.close()
     ref_t = statistics.median(w.wall for w, _ in ref_runs)
     our_t = statistics.median(w.wall for w, _ in our_runs)
     ratio = statistics.median(o.wall / r.wall for (r, _), (o, _) in zip(ref_runs, our_runs))
+    best_ratio = min(w.wall for w, _ in our_runs) / min(w.wall for w, _ in ref_runs)
     ref_cpu = statistics.median(w.cpu for w, _ in ref_runs)
     our_cpu = statistics.median(w.cpu for w, _ in our_runs)
 
@@ -380,7 +410,7 @@ def bench_compare(model, name: str, s: Settings, report: Report) -> dict:
 
     others = [w.others for w, _ in ref_runs + our_runs if w.others is not None]
     res = {
-        "reference_s_per_image": ref_t, "ours_s_per_image": our_t, "ratio": ratio,
+        "reference_s_per_image": ref_t, "ours_s_per_image": our_t, "ratio": ratio, "ratio_of_best_runs": best_ratio,
         "reference_runs_s": [round(w.wall, 3) for w, _ in ref_runs], "ours_runs_s": [round(w.wall, 3) for w, _ in our_runs],
         "others_cpu_share_max": max(others) if others else None,
         "others_cpu_share_median": statistics.median(others) if others else None,
@@ -388,7 +418,7 @@ def bench_compare(model, name: str, s: Settings, report: Report) -> dict:
         "reference_stages": stages(ref_runs), "ours_stages": stages(our_runs),
         "reference_llm_forwards_per_image": statistics.median(n for _, n in ref_runs),
         "ours_llm_forwards_per_image": statistics.median(n for _, n in our_runs),
-        "max_abs_image_diff": max(diffs), "runs": s.repeats,
+        "max_abs_image_diff": max(diffs), "runs": s.repeats, "dtype": s.dtype, "steps": s.steps, "size": s.size,
         "unclipped_fraction": float(((our_img > 0) & (our_img < 1)).float().mean()),
     }
     report.say(f"{tag} reference {ref_t:.3f} s/image ({_fmt_stages(res['reference_stages'])}; "
@@ -400,7 +430,8 @@ def bench_compare(model, name: str, s: Settings, report: Report) -> dict:
         verdict = " (OK ≤ 1e-3)" if res["max_abs_image_diff"] <= FP32_IMAGE_TOLERANCE else " (FAIL > 1e-3)"
     busy = (f"; other processes used {100 * res['others_cpu_share_median']:.0f}% (max "
             f"{100 * res['others_cpu_share_max']:.0f}%) of the CPUs meanwhile" if others else "")
-    report.say(f"{tag} ours/reference {ratio:.3f} (median of {s.repeats} paired runs); "
+    report.say(f"{tag} ours/reference {ratio:.3f} (median of {s.repeats} paired runs; best run / best run "
+               f"{best_ratio:.3f}); "
                f"max|Δimage| {res['max_abs_image_diff']:.2e}{verdict} over {s.repeats + 1} image pairs{busy}")
     return res
 
@@ -413,26 +444,28 @@ def bench_repeat(model, name: str, s: Settings, report: Report) -> dict:
     """Same prompt again, new seed: what ComfyUI does when only the seed changes."""
     kw = dict(steps=s.steps, cfg=s.cfg, width=s.size, height=s.size)
     llm = ForwardCounter(model.mllm.model.language_model)
+
+    def counted(fn):
+        def attempt():
+            before = llm.count
+            img, watch = fn(model, PROMPTS[0], seed=8, **kw)
+            watch.llm_forwards = llm.count - before
+            return img, watch
+        return attempt
+
     try:
         ours_generate(model, PROMPTS[0], seed=7, **kw)  # make sure the prompt has been seen
-        if s.quiet_wait:
-            wait_for_quiet(s.quiet_wait)
-        before = llm.count
-        _, w = ours_generate(model, PROMPTS[0], seed=8, **kw)
-        ours_fwd = llm.count - before
-        if s.quiet_wait:
-            wait_for_quiet(s.quiet_wait)
-        before = llm.count
-        _, rw = reference_generate(model, PROMPTS[0], seed=8, **kw)
-        ref_fwd = llm.count - before
+        _, w = timed_run(counted(ours_generate), s, model)
+        _, rw = timed_run(counted(reference_generate), s, model)
     finally:
         llm.close()
-    res = {"ours_llm_forwards": ours_fwd, "ours_conditioning_s": w.stages["conditioning"], "ours_s": w.wall,
-           "reference_llm_forwards": ref_fwd, "reference_conditioning_s": rw.stages["conditioning"],
-           "reference_s": rw.wall}
-    report.say(f"[{name}] repeat run, same prompt: ours {ours_fwd} LLM forwards, conditioning "
-               f"{1000 * res['ours_conditioning_s']:.1f} ms, {w.wall:.2f} s/image; reference {ref_fwd} LLM forward "
-               f"(batch 2), conditioning {res['reference_conditioning_s']:.2f} s, {rw.wall:.2f} s/image")
+    res = {"ours_llm_forwards": w.llm_forwards, "ours_conditioning_s": w.stages["conditioning"], "ours_s": w.wall,
+           "reference_llm_forwards": rw.llm_forwards, "reference_conditioning_s": rw.stages["conditioning"],
+           "reference_s": rw.wall, "ratio": w.wall / rw.wall}
+    report.say(f"[{name}] repeat run, same prompt: ours {w.llm_forwards} LLM forwards, conditioning "
+               f"{1000 * res['ours_conditioning_s']:.1f} ms, {w.wall:.2f} s/image; reference {rw.llm_forwards} LLM "
+               f"forward (batch 2), conditioning {res['reference_conditioning_s']:.2f} s, {rw.wall:.2f} s/image; "
+               f"ours/reference {res['ratio']:.3f}")
     return res
 
 
@@ -502,6 +535,15 @@ def _run_probe(args: list[str], *, timeout: float = 3600) -> dict:
         if line.startswith(PROBE_TAG):
             return json.loads(line[len(PROBE_TAG):])
     raise RuntimeError(f"probe {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def _available_ram() -> int | None:
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        return None
 
 
 def _warm_files(*paths: Path) -> None:
@@ -579,32 +621,48 @@ def _probe_load(a) -> dict:
                     t.sum()
         _sync(device)
         resident = time.perf_counter() - t0
-    return {"loader": a.loader, "seconds": resident, "seconds_until_return": seconds,
+    return {"loader": a.loader, "dtype": a.dtype, "seconds": resident, "seconds_until_return": seconds,
             "rss_peak_delta": mem.delta_bytes("VmRSS"),
             "anon_peak_delta": mem.delta_bytes("RssAnon"), "weight_bytes": _module_bytes(*parts),
             "vram_peak": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0}
 
 
-def bench_load(paths, name: str, s: Settings, report: Report, *, tries: int = 1) -> dict:
+def bench_load(paths, name: str, s: Settings, report: Report, *, tries: int = 1, ensure_hf=None) -> dict:
+    """ensure_hf: writes (once) and returns the -hf twin the naive baseline loads, when paths lack one."""
+    res: dict[str, dict] = {}
+    loaders = ["naive", "ours"]
+    # The naive baseline holds an fp32 copy of everything (~2.4× the bf16 bytes, measured on B-512) plus
+    # the whole checkpoint: on a small shared machine that can push other processes into the OOM killer.
+    on_disk = sum(paths.weight_bytes().values())
+    need = 2.6 * on_disk * (2 if s.dtype == "fp32" else 1)
+    avail = _available_ram()
+    if avail is not None and need > 0.8 * avail:
+        loaders = ["ours"]
+        report.say(f"[{name}] load: naive baseline skipped, it would need ~{_gb(need)} with {_gb(avail)} available")
+    if "naive" in loaders and paths.mllm_hf is None:
+        paths.mllm_hf = ensure_hf()
     args = ["load", "--variant", name, "--checkpoint", str(paths.checkpoint), "--mllm", str(paths.mllm),
             "--sana", str(paths.sana), "--vae", str(paths.vae), "--mllm-hf", str(paths.mllm_hf or ""),
             "--dtype", s.dtype, "--device", str(s.device)]
-    _warm_files(paths.checkpoint, paths.mllm, paths.sana / "transformer", paths.vae, *([paths.mllm_hf] if paths.mllm_hf else []))
-    res: dict[str, dict] = {}
+    _warm_files(paths.checkpoint, paths.mllm, paths.sana / "transformer", paths.vae,
+                *([paths.mllm_hf] if "naive" in loaders else []))
     for _ in range(tries):
-        for loader in ("naive", "ours"):
+        for loader in loaders:
             if s.quiet_wait:
                 wait_for_quiet(s.quiet_wait)
             r = _run_probe(args + ["--loader", loader])
             if loader not in res or r["seconds"] < res[loader]["seconds"]:
                 res[loader] = r
-    o, n = res["ours"], res["naive"]
-    ratio = o["seconds"] / n["seconds"]
-    for who, r in (("naive", n), ("ours", o)):
+    o, n = res["ours"], res.get("naive")
+    ratio = o["seconds"] / n["seconds"] if n else None
+    for who in loaders:
+        r = res[who]
         report.say(f"[{name}] load {s.dtype} → {s.device.type}, {who:5s}: {r['seconds']:.2f} s to resident weights "
                    f"({r['seconds_until_return']:.2f} s until the loader returned); peak RAM over baseline "
                    f"RSS {_gb(r['rss_peak_delta'])} ({r['rss_peak_delta'] / r['weight_bytes']:.2f}× weights), anonymous "
                    f"{_gb(r['anon_peak_delta'])} ({r['anon_peak_delta'] / r['weight_bytes']:.2f}×); weights {_gb(r['weight_bytes'])}")
+    if ratio is None:
+        return {"ours": o, "naive": None, "ratio": None}
     report.say(f"[{name}] load ours/naive {ratio:.2f}")
     return {"ours": o, "naive": n, "ratio": ratio}
 
@@ -751,6 +809,7 @@ def run(args) -> Report:
         if sections & {"compare", "repeat", "compile"}:
             model = load_openuni(paths.checkpoint, paths.mllm, paths.sana, paths.vae, dtype=dtype_name, device=device)
             res["attention"] = str(getattr(model.mllm.config, "_attn_implementation", "?"))
+            report.say(f"[{name}] LLM attention kernel: {res['attention']}")
             if "compare" in sections:
                 res["compare"] = bench_compare(model, name, s, report)
             if "repeat" in sections:
@@ -762,9 +821,8 @@ def run(args) -> Report:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         if "load" in sections:
-            if paths.mllm_hf is None:
-                paths.mllm_hf = ensure_internvl_hf(cache, _mllm_name(name), seed=0)
-            res["load"] = bench_load(paths, name, s, report)
+            res["load"] = bench_load(paths, name, s, report,
+                                     ensure_hf=lambda: ensure_internvl_hf(cache, _mllm_name(name), seed=0))
         if "cuda" in sections:
             res["cuda"] = bench_cuda_memory(paths, name, s, [s.size, 2 * s.size], report)
     if "tiling" in sections:
@@ -774,7 +832,7 @@ def run(args) -> Report:
         report.results["tiling"] = bench_tiling(vae_dir, "DC-AE", args.tiling_dtype, device, size, report,
                                                 quiet_wait=quiet)
     report.say("")
-    for line in summary_table(report):
+    for line in summary_table(report) + [""] + target_lines(report):
         report.say(line)
     if args.json:
         Path(args.json).write_text(json.dumps({"header": report.header, "results": report.results}, indent=2, default=str))
@@ -808,11 +866,51 @@ def summary_table(report: Report) -> list[str]:
             f"{c['ratio']:.3f}" if c else "–",
             f"{c['max_abs_image_diff']:.1e}" if c else "–",
             f"{rp['ours_llm_forwards']}, {rp['ours_s']:.2f}" if rp else "–",
-            f"{ld['ours']['seconds']:.1f} / {ld['naive']['seconds']:.1f}" if ld else "–",
+            (f"{ld['ours']['seconds']:.1f} / " + (f"{ld['naive']['seconds']:.1f}" if ld["naive"] else "not run"))
+            if ld else "–",
             (f"{ld['ours']['rss_peak_delta'] / ld['ours']['weight_bytes']:.2f}× "
              f"({ld['ours']['anon_peak_delta'] / ld['ours']['weight_bytes']:.2f}×)") if ld else "–",
         ]) + " |")
     return rows
+
+
+def target_lines(report: Report) -> list[str]:
+    """Each issue target this run measured: the figure and whether it is met."""
+    out = ["Targets measured in this run:"]
+    dev = report.header["device"]
+    for name, r in report.results.items():
+        if name == "tiling":
+            for what, t in r.items():
+                u, tl = t.get("untiled", {}), t.get("tiled", {})
+                if "rss_peak_delta" in tl:
+                    key = "vram_peak" if dev.startswith("cuda") else "rss_peak_delta"
+                    base = f"{_gb(u[key])}" if key in u else "failed (did not fit)"
+                    out.append(f"- DC-AE {what} tiled: peak {_gb(tl[key])} vs untiled {base}; "
+                               f"max|Δ| {t.get('max_abs_diff', float('nan')):.1e}")
+            continue
+        c, rp, ld = r.get("compare"), r.get("repeat"), r.get("load")
+        if c:
+            ok = c["ratio"] <= 0.95
+            same = ("" if c.get("dtype") != "fp32" else
+                    f", images {'identical' if c['max_abs_image_diff'] <= FP32_IMAGE_TOLERANCE else 'DIFFER'}")
+            out.append(f"- {name} ours/reference ≤ 0.95: {c['ratio']:.3f} → {'met' if ok else 'MISSED'}{same}")
+            if dev.startswith("cuda") and c.get("steps") == 20 and c.get("dtype") == "bf16":
+                limit = {"OpenUni-B-512": 0.35, "OpenUni-L-1024": 1.2}.get(name)
+                if limit:
+                    out.append(f"- {name} end to end ≤ {limit} s: {c['ours_s_per_image']:.3f} s → "
+                               f"{'met' if c['ours_s_per_image'] <= limit else 'MISSED'}")
+        if rp:
+            out.append(f"- {name} repeat run does zero LLM forwards: {rp['ours_llm_forwards']} → "
+                       f"{'met' if rp['ours_llm_forwards'] == 0 else 'MISSED'}")
+        if ld:
+            o = ld["ours"]
+            if ld["ratio"] is not None:
+                out.append(f"- {name} load ≤ 0.5 × naive: {ld['ratio']:.2f} → {'met' if ld['ratio'] <= 0.5 else 'MISSED'}")
+            if o.get("dtype", "bf16") == "bf16":
+                rss, anon = o["rss_peak_delta"] / o["weight_bytes"], o["anon_peak_delta"] / o["weight_bytes"]
+                out.append(f"- {name} bf16 load peak RAM ≤ 1.3 × weights: RSS {rss:.2f}× "
+                           f"({'met' if rss <= 1.3 else 'MISSED'}), anonymous {anon:.2f}× ({'met' if anon <= 1.3 else 'MISSED'})")
+    return out
 
 
 def main(argv=None) -> int:
