@@ -85,10 +85,7 @@ class OpenUniTextEncode:
     def encode(self, model, prompt, negative_prompt=""):
         require_model(model)
         prompt, negative_prompt = text_input(prompt, "prompt"), text_input(negative_prompt, "negative_prompt")
-        if hasattr(model, "encode_pair"):  # both in one LLM batch, as the reference does
-            positive, negative = model.encode_pair(prompt, negative_prompt)
-        else:
-            positive, negative = model.encode_prompt(prompt), model.encode_negative(negative_prompt)
+        positive, negative = model.encode_pair(prompt, negative_prompt)  # one LLM batch, as the reference does
         return to_comfy(positive, model), to_comfy(negative, model)
 
 
