@@ -10,7 +10,6 @@ import contextlib
 import gc
 import hashlib
 import inspect
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from . import captioning, conditioning, sampling, vae as vae_ops
 from .checkpoint import OpenUniCheckpoint, inspect_checkpoint, load_openuni_checkpoint
 from .conditioning import QueryConditioning
+from .diffusion_parts import load_part
 from .errors import OpenUniError
 from .files import check_present, sana_scheduler_config, sana_transformer_config, vae_config
 from .images import edit_pixel_values, to_pil
@@ -396,16 +396,10 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
     model, tokenizer, _ = load_internvl(mllm, dtype=torch_dtype, attn_implementation=attn,
                                         state_override=ckpt.groups["lmm"] or None)
     bridge = _bridge(ckpt, variant, torch_dtype)
-    transformer = SanaTransformer2DModel.from_pretrained(str(sana / "transformer"), torch_dtype=torch_dtype)
-    notes = []
-    if ckpt.groups["transformer"]:
-        _apply(transformer, ckpt.groups["transformer"], f"{checkpoint.name} transformer.*", warn_partial=True)
-        notes.append("SANA transformer weights replaced by the checkpoint's fine-tuned ones")
-    decoder = AutoencoderDC.from_pretrained(str(vae), torch_dtype=torch_dtype)
-    if ckpt.groups["vae"]:
-        _apply(decoder, ckpt.groups["vae"], f"{checkpoint.name} vae.*")
-    for m in (transformer, decoder):
-        m.eval().requires_grad_(False)
+    transformer, fine_tuned = load_part(SanaTransformer2DModel, sana / "transformer", ckpt.groups["transformer"],
+                                        torch_dtype, f"{checkpoint.name} transformer.*", warn_partial=True)
+    notes = ["SANA transformer weights replaced by the checkpoint's fine-tuned ones"] if fine_tuned else []
+    decoder, _ = load_part(AutoencoderDC, vae, ckpt.groups["vae"], torch_dtype, f"{checkpoint.name} vae.*")
     report = LoadReport(variant.name, info.format, ckpt.found(), notes)
     log(f"[OpenUni] {report}")
     model_id = _fingerprint(checkpoint, mllm / "config.json", sana / "transformer" / "config.json")
@@ -432,20 +426,3 @@ def _bridge(ckpt: OpenUniCheckpoint, variant: Variant, dtype: torch.dtype):
 
     return build_query_bridge(ckpt.meta_queries, ckpt.groups["connector"], ckpt.groups["projector"],
                               heads=variant.connector_heads, dtype=dtype, source=str(ckpt.path))
-
-
-def _apply(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, warn_partial: bool = False) -> None:
-    """Overlay checkpoint weights on a loaded module; every key must land, every shape must fit."""
-    own = module.state_dict()
-    unknown = [k for k in state if k not in own]
-    if unknown:
-        raise OpenUniError(f"{source}: {len(unknown)} weights have no place in the model, e.g. {unknown[:3]}.")
-    bad = [f"{k}: {list(v.shape)} vs {list(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
-    if bad:
-        raise OpenUniError(f"{source}: weights do not fit the model: {bad[:3]}. Is the SANA folder the one this "
-                           "checkpoint was trained on?")
-    with torch.no_grad():
-        for k, v in state.items():
-            own[k].copy_(v)
-    if warn_partial and len(state) < len(own):
-        warnings.warn(f"{source}: replaced {len(state)} of {len(own)} tensors; the rest keep the base weights.")

@@ -52,6 +52,62 @@ def test_checkpoint_transformer_group_replaces_sana_weights_and_changes_the_imag
     assert (img_ft - img_base).abs().max() > 1e-3
 
 
+def test_complete_transformer_group_is_assigned_without_reading_the_base_sana_weights(tiny, monkeypatch):
+    from diffusers import SanaTransformer2DModel
+
+    def refuse(*a, **k):
+        raise AssertionError("base SANA weights read although the checkpoint replaces them all")
+
+    monkeypatch.setattr(SanaTransformer2DModel, "from_pretrained", refuse)
+    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="bf16", device="cpu")
+    ckpt = load_file(str(tiny.checkpoint_safetensors))
+    tensors = dict(m.transformer.named_parameters()) | dict(m.transformer.named_buffers())
+    assert not any(t.is_meta for t in tensors.values())
+    for key, t in m.transformer.state_dict().items():
+        assert t.dtype == torch.bfloat16
+        assert torch.equal(t, ckpt[f"transformer.{key}"].to(torch.bfloat16)), key
+    assert not any(p.requires_grad for p in m.transformer.parameters()) and not m.transformer.training
+    lat = m.sample(m.encode_prompt("a fox"), width=64, height=64, steps=2, cfg=3.0, seed=1)
+    assert torch.isfinite(lat).all()
+
+
+def _with_transformer_group(tiny, name, edit):
+    sd = torch.load(tiny.checkpoint, weights_only=True)
+    edit(sd)
+    path = tiny.root / name
+    torch.save(sd, path)
+    return path
+
+
+def test_partial_transformer_group_overlays_the_base_weights_and_says_so(tiny):
+    from diffusers import SanaTransformer2DModel
+
+    keys = sorted(k for k in torch.load(tiny.checkpoint, weights_only=True) if k.startswith("transformer."))
+    dropped = keys[::2]
+    path = _with_transformer_group(tiny, "half_transformer.pth", lambda sd: [sd.pop(k) for k in dropped])
+    with pytest.warns(UserWarning, match=f"replaced {len(keys) - len(dropped)} of {len(keys)} tensors"):
+        m = load_openuni(path, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+    base = SanaTransformer2DModel.from_pretrained(str(tiny.sana / "transformer")).state_dict()
+    ckpt = load_file(str(tiny.checkpoint_safetensors))
+    loaded = m.transformer.state_dict()
+    for k in keys:
+        key = k[len("transformer."):]
+        want = base[key] if k in dropped else ckpt[k].float()
+        assert torch.equal(loaded[key], want), k
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd: sd.__setitem__("transformer.not_a_layer.weight", torch.zeros(3)), "have no place in the model"),
+    (lambda sd: sd.__setitem__("transformer.proj_out.weight", torch.zeros(5, 7)), "do not fit the model"),
+])
+def test_transformer_group_that_does_not_fit_is_refused(tiny, edit, message):
+    from openuni_core.errors import OpenUniError
+
+    path = _with_transformer_group(tiny, "bad_transformer.pth", edit)
+    with pytest.raises(OpenUniError, match=message):
+        load_openuni(path, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+
+
 def test_safetensors_checkpoint_equals_pth(tiny, model):
     st = load_openuni(tiny.checkpoint_safetensors, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
     a = model.encode_prompt("a boat").embeds
