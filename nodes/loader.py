@@ -52,8 +52,10 @@ class OpenUniModelLoader:
                 "tooltip": "Weight precision. auto: bf16 on GPUs that support it (else fp16), fp32 on the CPU."}),
             "memory": (list(MEMORY_POLICIES), {
                 "default": "keep all on GPU",
-                "tooltip": "keep all on GPU: fastest. offload MLLM: InternVL3 goes back to the CPU after encoding and "
-                           "captioning. sequential: each part is on the GPU only while it runs (lowest VRAM, slower)."}),
+                "tooltip": "keep all on GPU: fastest. offload MLLM: InternVL3 stays in CPU RAM; a new prompt is encoded "
+                           "with one of its layers on the GPU at a time (repeat prompts are cached), captioning brings "
+                           "it in whole. sequential: SANA and DC-AE too are on the GPU only while they run (lowest "
+                           "VRAM, slower)."}),
             "attention": (ATTENTION, {
                 "default": "auto",
                 "tooltip": "Attention kernel for InternVL3. auto: flash_attention_2 when installed on CUDA, else sdpa."}),

@@ -25,6 +25,7 @@ from .errors import OpenUniError
 from .files import check_present, sana_scheduler_config, sana_transformer_config, vae_config
 from .images import edit_pixel_values, to_pil
 from .internvl import IMG_CONTEXT, inspect_internvl_folder, load_internvl
+from .streaming import largest_layer_bytes, weights_on
 from .variants import Variant, identify_variant
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -125,7 +126,7 @@ class OpenUniModel:
         return self.offload == "sequential" or (self.offload == "mllm" and part == "mllm")
 
     def part_bytes(self, part: str) -> int:
-        return sum(p.numel() * p.element_size() for m in self._parts[part] for p in m.parameters())
+        return sum(map(_param_bytes, self._parts[part]))
 
     def _move(self, part: str, device: torch.device) -> None:
         if self._where.get(part) == device:
@@ -137,26 +138,41 @@ class OpenUniModel:
         self._where[part] = device
 
     @contextlib.contextmanager
-    def _use(self, part: str, what: str):
-        """Run a block with a part on its compute device (per the offload policy); turn out-of-memory into
-        an actionable error and leave the model usable."""
-        moved = self._offloaded(part)
+    def _use(self, part: str, what: str, per_layer: bool = False):
+        """Run a block with a part on its compute device; turn out-of-memory into an actionable error and
+        leave the model usable.
+
+        An offloaded part (per the policy) keeps its weights in CPU RAM; they are copied to the device for
+        the block and dropped after (streaming.py). per_layer: the MLLM gets one layer's weights at a time,
+        for its single encoding pass (not for captioning, which runs the LLM once per generated token).
+        """
+        device, offloaded = self.devices[part], self._offloaded(part)
         out_of_memory = False
         try:
-            self._move(part, self.devices[part])  # no-op when already there
-            yield
+            if offloaded:
+                self._move(part, CPU)  # where an offloaded part lives between uses (no-op when there)
+                layered = [self.mllm] if per_layer and part == "mllm" else []
+                whole = [m for m in self._parts[part] if m not in layered]
+                if self.request_memory is not None:
+                    self.request_memory(sum(map(_param_bytes, whole)) + sum(map(largest_layer_bytes, layered)),
+                                        device)
+                placed = weights_on(device, whole=whole, per_layer=layered)
+            else:
+                self._move(part, device)  # no-op when already there
+                placed = contextlib.nullcontext()
+            with placed:
+                yield
         except Exception as e:
             if not _is_oom(e):
                 raise
             out_of_memory = True  # raised below, outside this block, so the failed step's tensors can be freed
-        finally:
-            if moved:
-                self._move(part, CPU)
-        if moved or out_of_memory:
-            self._release_memory()
+        if out_of_memory:
+            self._release_memory()  # the failed step's tensors can sit in reference cycles (traceback frames)
+        elif offloaded and device.type == "cuda":
+            torch.cuda.empty_cache()  # the dropped weight copies go back to the driver, for other models and programs
         if out_of_memory:
             raise OpenUniError(
-                f"Out of memory while {what} on {self.devices[part]}. Try a lower-memory policy (offload the MLLM, "
+                f"Out of memory while {what} on {device}. Try a lower-memory policy (offload the MLLM, "
                 "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision.")
 
     def _release_memory(self) -> None:
@@ -182,7 +198,7 @@ class OpenUniModel:
     def _encode_cached(self, keys: list[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
         todo = [i for i, k in enumerate(keys) if k not in self._cache]
         if todo:
-            with self._use("mllm", "encoding the prompt"):
+            with self._use("mllm", "encoding the prompt", per_layer=True):
                 fresh = compute(todo)
             self.llm_forwards += 1
             for j, i in enumerate(todo):
@@ -316,6 +332,10 @@ class OpenUniModel:
 
 
 _OOM_TYPES = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
+
+
+def _param_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def _is_oom(e: BaseException) -> bool:

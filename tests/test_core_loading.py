@@ -172,32 +172,51 @@ def test_no_network_at_import():
 
 
 def test_devices_and_offload_policies_place_parts(tiny, monkeypatch):
-    """Placement logic with a stand-in compute device: the policy decides what stays and what goes back."""
+    """Placement logic with a stand-in compute device: the policy decides what lives on the device and what
+    is streamed in from CPU RAM for each use (and how: the MLLM encodes layer by layer, captions whole)."""
+    import contextlib
+
     from openuni_core import model as model_mod
 
     m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu",
                      mllm_device="cpu", offload="mllm")
-    moves = []
+    moves, streamed, asked = [], [], []
     fake = torch.device("cuda", 0)
     monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+
     def fake_move(part, dev):
         if m._where.get(part) != dev:
             moves.append((part, str(dev)))
             m._where[part] = dev
 
+    names = {id(m.mllm): "mllm", id(m.bridge): "bridge", id(m.transformer): "sana", id(m.vae): "vae"}
+
+    @contextlib.contextmanager
+    def fake_weights_on(dev, *, whole=(), per_layer=()):
+        streamed.append((str(dev), [names[id(x)] for x in whole], [names[id(x)] for x in per_layer]))
+        yield
+
     monkeypatch.setattr(m, "_move", fake_move)
+    monkeypatch.setattr(model_mod, "weights_on", fake_weights_on)
+    m.request_memory = lambda n, dev: asked.append(n)
     m._where = {"mllm": model_mod.CPU, "sana": fake, "vae": fake}
-    with m._use("mllm", "test"):
+    with m._use("mllm", "test", per_layer=True):  # encoding
+        pass
+    with m._use("mllm", "test"):  # captioning
         pass
     with m._use("sana", "test"):
         pass
-    assert moves == [("mllm", "cuda:0"), ("mllm", "cpu")]  # MLLM offloaded after use, SANA stays
-    moves.clear()
+    assert moves == []  # the MLLM stays in CPU RAM, SANA stays on the device
+    assert streamed == [("cuda:0", ["bridge"], ["mllm"]), ("cuda:0", ["mllm", "bridge"], [])]
+    bridge_bytes = sum(p.numel() * p.element_size() for p in m.bridge.parameters())
+    assert asked == [bridge_bytes + model_mod.largest_layer_bytes(m.mllm), m.part_bytes("mllm")]
+    assert asked[0] < asked[1]
+    streamed.clear()
     m.offload = "sequential"
     for _ in range(2):
         with m._use("sana", "test"):
             pass
-    assert moves == [("sana", "cpu"), ("sana", "cuda:0"), ("sana", "cpu")]
+    assert moves == [("sana", "cpu")] and streamed == [("cuda:0", ["sana"], [])] * 2
     moves.clear()
     m.offload = "none"
     m._where = {"mllm": model_mod.CPU, "sana": model_mod.CPU, "vae": model_mod.CPU}  # after offload_all()
