@@ -469,6 +469,32 @@ def bench_repeat(model, name: str, s: Settings, report: Report) -> dict:
     return res
 
 
+def bench_placement(model, name: str, report: Report) -> dict:
+    """Bytes of weights each memory policy puts on the accelerator at its worst moment, from the loaded
+    parameters (computed, so it runs anywhere; on CUDA the `cuda` section measures the real peaks).
+
+    Mirrors OpenUniModel._use: offloaded parts are copied in only while used, and the MLLM encodes layer
+    by layer (streaming.py) but captions whole.
+    """
+    from .model import _param_bytes
+    from .streaming import largest_layer_bytes
+
+    mllm, bridge = _param_bytes(model.mllm), _param_bytes(model.bridge)
+    sana, vae = _param_bytes(model.transformer), _param_bytes(model.vae)
+    encode = bridge + largest_layer_bytes(model.mllm)
+    res = {
+        "none": {"generate": mllm + bridge + sana + vae, "caption": mllm + bridge + sana + vae},
+        "mllm": {"generate": sana + vae + encode, "caption": sana + vae + mllm + bridge},
+        "sequential": {"generate": max(encode, sana, vae), "caption": mllm + bridge},
+    }
+    report.say(f"[{name}] weights (GB): MLLM {mllm / 1e9:.2f}, connector {bridge / 1e9:.2f}, SANA {sana / 1e9:.2f}, "
+               f"DC-AE {vae / 1e9:.2f}; largest MLLM layer {largest_layer_bytes(model.mllm) / 1e9:.3f}")
+    for policy, r in res.items():
+        report.say(f"[{name}] weights on the device at most, policy {policy:10s}: generating {r['generate'] / 1e9:.2f} GB, "
+                   f"captioning {r['caption'] / 1e9:.2f} GB (computed; activations and the CUDA context come on top)")
+    return res
+
+
 def bench_compile(model, name: str, s: Settings, report: Report) -> dict:
     """Ours with the core's `compile` switch on (SANA transformer under torch.compile), against eager ours."""
     kw = dict(steps=s.steps, cfg=s.cfg, width=s.size, height=s.size)
@@ -740,7 +766,7 @@ def bench_tiling(vae_dir: Path, name: str, dtype: str, device: torch.device, siz
 
 
 # ----- driver ----------------------------------------------------------------------------------------------
-SECTIONS = ("compare", "repeat", "load", "cuda", "tiling", "compile")
+SECTIONS = ("compare", "repeat", "load", "placement", "cuda", "tiling", "compile")
 VARIANT_ALIASES = {"B-512": "OpenUni-B-512", "L-512": "OpenUni-L-512", "L-1024": "OpenUni-L-1024"}
 
 
@@ -806,7 +832,7 @@ def run(args) -> Report:
         s = Settings(steps=steps, cfg=args.cfg, size=args.size or _native(name), repeats=repeats, dtype=dtype_name,
                      device=device, quiet_wait=quiet)
         res = report.results.setdefault(name, {})
-        if sections & {"compare", "repeat", "compile"}:
+        if sections & {"compare", "repeat", "compile", "placement"}:
             model = load_openuni(paths.checkpoint, paths.mllm, paths.sana, paths.vae, dtype=dtype_name, device=device)
             res["attention"] = str(getattr(model.mllm.config, "_attn_implementation", "?"))
             report.say(f"[{name}] LLM attention kernel: {res['attention']}")
@@ -816,6 +842,8 @@ def run(args) -> Report:
                 res["repeat"] = bench_repeat(model, name, s, report)
             if "compile" in sections:
                 res["compile"] = bench_compile(model, name, s, report)
+            if "placement" in sections:
+                res["placement"] = bench_placement(model, name, report)
             del model
             gc.collect()
             if device.type == "cuda":

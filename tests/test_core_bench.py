@@ -88,3 +88,47 @@ def test_cli_defaults():
     assert a.quick and a.variants is None
     a = bench._parse(["--variants", "B-512,L-1024", "--steps", "3", "--dtype", "bf16", "--device", "cpu"])
     assert a.steps == 3 and a.dtype == "bf16"
+
+
+@pytest.mark.parametrize("policy", ["none", "mllm", "sequential"])
+def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, monkeypatch):
+    """The bench's computed per-policy figures against the bytes the core actually asks the host for, use by
+    use (a stand-in device; nothing is moved)."""
+    import contextlib
+
+    from openuni_core import model as model_mod
+    from openuni_core.model import load_openuni
+
+    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu",
+                     offload=policy)
+    fake = torch.device("cuda", 0)
+    monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+    resident, peaks, block = {}, [], {"bytes": 0}
+
+    def fake_move(part, dev):
+        m._where[part] = dev
+        resident[part] = m.part_bytes(part) if dev.type == "cuda" else 0
+
+    @contextlib.contextmanager
+    def fake_weights_on(dev, *, whole=(), per_layer=()):
+        block["bytes"] = asked[-1]
+        yield
+        block["bytes"] = 0
+
+    asked = []
+    m.request_memory = lambda n, dev: asked.append(n)
+    monkeypatch.setattr(m, "_move", fake_move)
+    monkeypatch.setattr(model_mod, "weights_on", fake_weights_on)
+    for part in m._parts:
+        fake_move(part, model_mod.CPU if m._offloaded(part) else fake)
+
+    def run(uses):
+        peak = 0
+        for part, per_layer in uses:
+            with m._use(part, "test", per_layer=per_layer):
+                peak = max(peak, sum(resident.values()) + block["bytes"])
+        return peak
+
+    figures = bench.bench_placement(m, "tiny-B", bench.Report({}))[policy]
+    assert run([("mllm", True), ("sana", False), ("vae", False)]) == figures["generate"]
+    assert run([("mllm", False)]) == figures["caption"]
