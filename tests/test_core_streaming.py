@@ -62,6 +62,17 @@ def test_streamed_encoding_holds_one_layer_at_a_time(offloaded, monkeypatch):
     assert 0 < peak["bytes"] <= 2 * largest_layer_bytes(mllm) < total / 2, (peak, total)
 
 
+def test_streaming_under_inference_mode_as_comfyui_runs_it(model, offloaded):
+    before = _snapshot(offloaded.mllm)[0]
+    with torch.inference_mode():
+        got = offloaded.encode_prompt("an inference-mode prompt").embeds
+        want = model.encode_prompt("an inference-mode prompt").embeds
+    assert torch.equal(got, want)
+    after = _snapshot(offloaded.mllm)[0]
+    assert all(after[n][0] is p and after[n][1] == ptr for n, (p, ptr, _) in before.items())
+    assert not any(p.is_inference() for p in offloaded.mllm.parameters())
+
+
 def test_offloaded_sampling_decoding_and_captioning_equal_resident(model, offloaded):
     kw = dict(width=64, height=64, steps=3, cfg=4.0, seed=11)
     pos, neg = model.encode_pair("a harbour")
