@@ -153,9 +153,10 @@ class OpenUniModel:
                 self._move(part, CPU)  # where an offloaded part lives between uses (no-op when there)
                 layered = [self.mllm] if per_layer and part == "mllm" else []
                 whole = [m for m in self._parts[part] if m not in layered]
+                need = sum(map(_param_bytes, whole)) + sum(map(largest_layer_bytes, layered))
                 if self.request_memory is not None:
-                    self.request_memory(sum(map(_param_bytes, whole)) + sum(map(largest_layer_bytes, layered)),
-                                        device)
+                    self.request_memory(need, device)
+                self._make_room(need, device, keep=part)
                 placed = weights_on(device, whole=whole, per_layer=layered)
             else:
                 self._move(part, device)  # no-op when already there
@@ -174,6 +175,26 @@ class OpenUniModel:
             raise OpenUniError(
                 f"Out of memory while {what} on {device}. Try a lower-memory policy (offload the MLLM, "
                 "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision.")
+
+    def _make_room(self, need: int, device: torch.device, keep: str) -> None:
+        """Park our own resident parts on the CPU while `need` bytes (plus a margin for activations) do not
+        fit beside them; each comes back on its next use. E.g. captioning under the MLLM-offload policy on
+        an 8 GB GPU, where InternVL3-2B whole does not fit next to SANA and DC-AE."""
+        if device.type != "cuda":
+            return
+        free = self._free_bytes(device)
+        for other in ("vae", "sana", "mllm"):
+            if free >= need * 1.1 + (256 << 20):
+                break
+            if other != keep and self._where.get(other) == device:
+                self._move(other, CPU)  # its blocks return to torch's cache, where the new weights can use them
+                free += self.part_bytes(other)
+
+    @staticmethod
+    def _free_bytes(device: torch.device) -> int:
+        """Free device memory, counting what torch has cached but not handed out."""
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
     def _release_memory(self) -> None:
         gc.collect()

@@ -119,6 +119,7 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
     m.request_memory = lambda n, dev: asked.append(n)
     monkeypatch.setattr(m, "_move", fake_move)
     monkeypatch.setattr(model_mod, "weights_on", fake_weights_on)
+    monkeypatch.setattr(m, "_free_bytes", lambda dev: 1 << 50)  # a roomy stand-in device
     for part in m._parts:
         fake_move(part, model_mod.CPU if m._offloaded(part) else fake)
 

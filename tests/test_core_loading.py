@@ -200,6 +200,7 @@ def test_devices_and_offload_policies_place_parts(tiny, monkeypatch):
     monkeypatch.setattr(model_mod, "weights_on", fake_weights_on)
     m.request_memory = lambda n, dev: asked.append(n)
     m._where = {"mllm": model_mod.CPU, "sana": fake, "vae": fake}
+    monkeypatch.setattr(m, "_free_bytes", lambda dev: 1 << 50)  # a roomy stand-in device
     with m._use("mllm", "test", per_layer=True):  # encoding
         pass
     with m._use("mllm", "test"):  # captioning
@@ -223,6 +224,50 @@ def test_devices_and_offload_policies_place_parts(tiny, monkeypatch):
     with m._use("vae", "test"):
         pass
     assert moves == [("vae", "cuda:0")]  # comes back and stays
+
+
+def test_a_whole_part_that_does_not_fit_parks_the_resident_parts_first(tiny, monkeypatch):
+    """Captioning under MLLM offload brings InternVL3 in whole; where it does not fit next to SANA and DC-AE
+    they are parked on the CPU (the smaller DC-AE first, then SANA) and come back on their next use."""
+    import contextlib
+
+    from openuni_core import model as model_mod
+
+    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu",
+                     offload="mllm")
+    fake = torch.device("cuda", 0)
+    monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+    moves = []
+
+    def fake_move(part, dev):
+        if m._where.get(part) != dev:
+            moves.append((part, str(dev)))
+            m._where[part] = dev
+
+    monkeypatch.setattr(m, "_move", fake_move)
+    monkeypatch.setattr(model_mod, "weights_on", lambda dev, **k: contextlib.nullcontext())
+    m._where = {"mllm": model_mod.CPU, "sana": fake, "vae": fake}
+    need = m.part_bytes("mllm") * 1.1 + (256 << 20)
+
+    monkeypatch.setattr(m, "_free_bytes", lambda dev: int(need) + 1)  # fits: nothing moves
+    with m._use("mllm", "captioning"):
+        pass
+    assert moves == []
+
+    monkeypatch.setattr(m, "_free_bytes", lambda dev: int(need) - m.part_bytes("vae") + 1)  # DC-AE's room suffices
+    with m._use("mllm", "captioning"):
+        pass
+    assert moves == [("vae", "cpu")]
+    moves.clear()
+    with m._use("vae", "decoding"):
+        pass
+    assert moves == [("vae", "cuda:0")]
+    moves.clear()
+
+    monkeypatch.setattr(m, "_free_bytes", lambda dev: 0)  # nothing fits: both go, the MLLM itself stays offloaded
+    with m._use("mllm", "captioning"):
+        pass
+    assert moves == [("vae", "cpu"), ("sana", "cpu")]
 
 
 @pytest.mark.parametrize("dtype", ["fp16"])
