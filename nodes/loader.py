@@ -90,9 +90,10 @@ class OpenUniModelLoader:
         from ..openuni_core.model import inspect_openuni, load_openuni  # transformers/diffusers load only now
 
         # Validate the new files cheaply first: a bad choice must not throw away the working model.
-        inspect_openuni(files.checkpoint, files.mllm, files.sana, files.vae)
+        found = inspect_openuni(files.checkpoint, files.mllm, files.sana, files.vae)
         model_cache.forget()
-        comfy.free_memory(_estimate_bytes(files, precision), device)
+        comfy.free_memory(_resident_bytes(files, precision, MEMORY_POLICIES[memory], found.checkpoint_groups,
+                                          device), device)
 
         model = load_openuni(files.checkpoint, files.mllm, files.sana, files.vae, dtype=precision,
                              device=str(device) if device is not None else None,
@@ -121,9 +122,25 @@ def _stamp(path: Path | None):
         return str(path), None, None
 
 
-def _estimate_bytes(files: model_files.ResolvedFiles, precision: str) -> int:
-    """Weights on disk (bf16 in the releases), scaled to the chosen precision: what loading will need."""
-    total = files.checkpoint.stat().st_size if files.checkpoint.is_file() else 0
-    for folder in (files.mllm, files.sana / "transformer", files.vae or files.sana / "vae"):
-        total += sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+def _resident_bytes(files: model_files.ResolvedFiles, precision: str, policy: str, checkpoint_groups,
+                    device) -> int:
+    """What the loaded model will keep on `device`, from the weights on disk (bf16 in the releases; fp32
+    doubles them). Parts the memory policy offloads are not counted: each asks ComfyUI for room itself
+    when it comes in, so choosing an offload policy does not evict the user's other models for nothing."""
+    def size(folder: Path) -> int:
+        return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+
+    # The checkpoint holds the queries and connector, and usually a whole fine-tuned SANA that replaces the
+    # folder's (then the folder's weights are never loaded).
+    sana = files.checkpoint.stat().st_size
+    if "transformer" not in checkpoint_groups:
+        sana += size(files.sana / "transformer")
+    vae = size(files.vae or files.sana / "vae")
+    on_accelerator = device is not None and getattr(device, "type", str(device)) != "cpu"
+    if on_accelerator and policy == "sequential":
+        total = 0
+    elif on_accelerator and policy == "mllm":
+        total = sana + vae
+    else:
+        total = size(files.mllm) + sana + vae
     return total * (2 if precision == "fp32" else 1)

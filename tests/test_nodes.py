@@ -242,6 +242,30 @@ def test_missing_released_files_are_listed_and_downloaded_only_on_request(env, m
         pack_nodes.model_files.register_folders()
 
 
+def test_loader_asks_comfyui_only_for_what_stays_on_the_gpu(env, tiny):
+    """An offload policy must not make ComfyUI evict the user's other models for weights that stay in RAM."""
+    loader = sys.modules["openuni_pack.nodes.loader"]
+    files = loader.model_files.ResolvedFiles(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, None)
+
+    def size(folder):
+        return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+
+    ckpt, mllm, vae, sana = (tiny.checkpoint.stat().st_size, size(tiny.mllm_original), size(tiny.vae),
+                             size(tiny.sana / "transformer"))
+    groups = ["meta_queries", "connector", "projector", "transformer"]
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+
+    def asked(policy, device, precision="bf16", groups=groups):
+        return loader._resident_bytes(files, precision, policy, groups, device)
+
+    assert asked("none", gpu) == mllm + ckpt + vae  # the checkpoint's SANA replaces the folder's
+    assert asked("mllm", gpu) == ckpt + vae
+    assert asked("sequential", gpu) == 0
+    assert asked("sequential", cpu) == asked("none", cpu) == asked("none", gpu)  # no offloading on the CPU
+    assert asked("none", gpu, "fp32") == 2 * asked("none", gpu)
+    assert asked("none", gpu, groups=groups[:3]) == mllm + ckpt + sana + vae
+
+
 def test_loader_reuses_the_model_while_inputs_are_unchanged(env, model, fake, monkeypatch):
     loads = []
     import openuni_pack.openuni_core.model as core_model
