@@ -99,8 +99,10 @@ def run_queries(mllm, meta_queries: torch.Tensor, bridge, token_embeds: list[tor
 
 
 def text_token_embeds(mllm, ids: list[torch.Tensor], device) -> list[torch.Tensor]:
+    """Token embeddings on `device`, looked up where the table is (on the CPU when the MLLM is offloaded)."""
     embed = mllm.get_input_embeddings()
-    return [embed(i.to(device)) for i in ids]
+    table = embed.weight.device
+    return [embed(i.to(table)).to(device) for i in ids]
 
 
 @torch.no_grad()

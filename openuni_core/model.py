@@ -153,11 +153,12 @@ class OpenUniModel:
                 self._move(part, CPU)  # where an offloaded part lives between uses (no-op when there)
                 layered = [self.mllm] if per_layer and part == "mllm" else []
                 whole = [m for m in self._parts[part] if m not in layered]
-                need = sum(map(_param_bytes, whole)) + sum(map(largest_layer_bytes, layered))
+                on_host = self.embedding_tables() if layered else []
+                need = sum(map(_param_bytes, whole)) + sum(largest_layer_bytes(m, on_host) for m in layered)
                 if self.request_memory is not None:
                     self.request_memory(need, device)
                 self._make_room(need, device, keep=part)
-                placed = weights_on(device, whole=whole, per_layer=layered)
+                placed = weights_on(device, whole=whole, per_layer=layered, on_host=on_host)
             else:
                 self._move(part, device)  # no-op when already there
                 placed = contextlib.nullcontext()
@@ -175,6 +176,11 @@ class OpenUniModel:
             raise OpenUniError(
                 f"Out of memory while {what} on {device}. Try a lower-memory policy (offload the MLLM, "
                 "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision.")
+
+    def embedding_tables(self) -> list[torch.nn.Module]:
+        """The LLM's token embedding and output tables: the biggest layers, and an encode needs only a few rows
+        of the first (looked up where the table is) and none of the second."""
+        return [m for m in (self.mllm.get_input_embeddings(), self.mllm.get_output_embeddings()) if m is not None]
 
     def _make_room(self, need: int, device: torch.device, keep: str) -> None:
         """Park our own resident parts on the CPU while `need` bytes (plus a margin for activations) do not

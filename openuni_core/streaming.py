@@ -29,20 +29,34 @@ def _owned(module: nn.Module) -> list[nn.Parameter]:
     return list(module.parameters(recurse=False))
 
 
-def largest_layer_bytes(module: nn.Module) -> int:
+def _inside(modules: Iterable[nn.Module]) -> set[int]:
+    return {id(m) for root in modules for m in root.modules()}
+
+
+def largest_layer_bytes(module: nn.Module, on_host: Iterable[nn.Module] = ()) -> int:
     """Device bytes a per-layer run of `module` needs for weights at any one time (its biggest layer)."""
-    return max((sum(p.numel() * p.element_size() for p in _owned(m)) for m in module.modules()), default=0)
+    skip = _inside(on_host)
+    return max((sum(p.numel() * p.element_size() for p in _owned(m)) for m in module.modules() if id(m) not in skip),
+               default=0)
 
 
 @contextlib.contextmanager
-def weights_on(device: torch.device, *, whole: Iterable[nn.Module] = (), per_layer: Iterable[nn.Module] = ()):
+def weights_on(device: torch.device, *, whole: Iterable[nn.Module] = (), per_layer: Iterable[nn.Module] = (),
+               on_host: Iterable[nn.Module] = ()):
     """Within the block, `whole` modules have all their weights on `device` and `per_layer` modules get
     each layer's weights there for the length of that layer's forward. Buffers (small: rotary
     frequencies and the like) of both are on `device` for the whole block.
 
     Between its forwards, a per-layer module's parameters hold empty placeholders, so code that reads a
     weight outside its own module's forward fails loudly instead of silently computing on the CPU.
+
+    on_host: submodules of `per_layer` ones that stay where they are and compute there. For the token
+    embedding table, the biggest "layer" of an LLM, a lookup of a few hundred rows on the CPU beats
+    copying the whole table to the device.
     """
+    on_host = list(on_host)
+    host_modules = _inside(on_host)
+    host_params = {p for m in on_host for p in m.parameters()}  # stay put, even where tied into a streamed layer
     home: dict[nn.Parameter, torch.Tensor] = {}
     buffers: list[tuple[nn.Module, str, torch.Tensor]] = []
     hooks = []
@@ -58,10 +72,12 @@ def weights_on(device: torch.device, *, whole: Iterable[nn.Module] = (), per_lay
     try:
         for root, layered in [(m, False) for m in whole] + [(m, True) for m in per_layer]:
             for module in root.modules():
+                if id(module) in host_modules:
+                    continue
                 for name, b in module.named_buffers(recurse=False):
                     buffers.append((module, name, b))
                     setattr(module, name, b.to(device))
-                params = _owned(module)
+                params = [p for p in _owned(module) if p not in host_params]
                 new = [p for p in params if p not in home]
                 for p in new:
                     home[p] = p.data

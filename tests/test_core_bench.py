@@ -110,7 +110,7 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
         resident[part] = m.part_bytes(part) if dev.type == "cuda" else 0
 
     @contextlib.contextmanager
-    def fake_weights_on(dev, *, whole=(), per_layer=()):
+    def fake_weights_on(dev, *, whole=(), per_layer=(), on_host=()):
         block["bytes"] = asked[-1]
         yield
         block["bytes"] = 0

@@ -192,7 +192,7 @@ def test_devices_and_offload_policies_place_parts(tiny, monkeypatch):
     names = {id(m.mllm): "mllm", id(m.bridge): "bridge", id(m.transformer): "sana", id(m.vae): "vae"}
 
     @contextlib.contextmanager
-    def fake_weights_on(dev, *, whole=(), per_layer=()):
+    def fake_weights_on(dev, *, whole=(), per_layer=(), on_host=()):
         streamed.append((str(dev), [names[id(x)] for x in whole], [names[id(x)] for x in per_layer]))
         yield
 
@@ -210,7 +210,7 @@ def test_devices_and_offload_policies_place_parts(tiny, monkeypatch):
     assert moves == []  # the MLLM stays in CPU RAM, SANA stays on the device
     assert streamed == [("cuda:0", ["bridge"], ["mllm"]), ("cuda:0", ["mllm", "bridge"], [])]
     bridge_bytes = sum(p.numel() * p.element_size() for p in m.bridge.parameters())
-    assert asked == [bridge_bytes + model_mod.largest_layer_bytes(m.mllm), m.part_bytes("mllm")]
+    assert asked == [bridge_bytes + model_mod.largest_layer_bytes(m.mllm, m.embedding_tables()), m.part_bytes("mllm")]
     assert asked[0] < asked[1]
     streamed.clear()
     m.offload = "sequential"
