@@ -217,7 +217,7 @@ class ForwardCounter:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.2f} GB"
+    return f"{n / 2**30:.2f} GiB"
 
 
 def _module_bytes(*modules) -> int:
@@ -488,11 +488,11 @@ def bench_placement(model, name: str, report: Report) -> dict:
         "mllm": {"generate": sana + vae + encode, "caption": sana + vae + mllm + bridge},
         "sequential": {"generate": max(encode, sana, vae), "caption": mllm + bridge},
     }
-    report.say(f"[{name}] weights (GB): MLLM {mllm / 1e9:.2f}, connector {bridge / 1e9:.2f}, SANA {sana / 1e9:.2f}, "
-               f"DC-AE {vae / 1e9:.2f}; largest streamed MLLM layer {layer / 1e9:.3f}")
+    report.say(f"[{name}] weights: MLLM {_gb(mllm)}, connector {_gb(bridge)}, SANA {_gb(sana)}, DC-AE {_gb(vae)}; "
+               f"largest streamed MLLM layer {_gb(layer)}")
     for policy, r in res.items():
-        report.say(f"[{name}] weights on the device at most, policy {policy:10s}: generating {r['generate'] / 1e9:.2f} GB, "
-                   f"captioning {r['caption'] / 1e9:.2f} GB (computed; activations and the CUDA context come on top)")
+        report.say(f"[{name}] weights on the device at most, policy {policy:10s}: generating {_gb(r['generate'])}, "
+                   f"captioning {_gb(r['caption'])} (computed; activations and the CUDA context come on top)")
     return res
 
 
@@ -819,7 +819,7 @@ def run(args) -> Report:
         sections.discard("cuda")
     report = Report(machine_info(device))
     h = report.header
-    report.say(f"# OpenUni benchmark — {h['device_name']} ({h['device']}), {h['cpu_cores']} CPU cores, {h['ram_gb']} GB RAM, "
+    report.say(f"# OpenUni benchmark — {h['device_name']} ({h['device']}), {h['cpu_cores']} CPU cores, {h['ram_gb']} GiB RAM, "
                f"{h['platform']}")
     report.say(f"# python {h['python']}, torch {h['torch']} ({h['torch_threads']} threads), diffusers {h['diffusers']}, "
                f"transformers {h['transformers']}, flash-attn importable: {h['flash_attn_importable']}, "
@@ -928,6 +928,9 @@ def target_lines(report: Report) -> list[str]:
                 if limit:
                     out.append(f"- {name} end to end ≤ {limit} s: {c['ours_s_per_image']:.3f} s → "
                                f"{'met' if c['ours_s_per_image'] <= limit else 'MISSED'}")
+        cu = r.get("cuda")
+        if cu:
+            out += _vram_target_lines(name, cu)
         if rp:
             out.append(f"- {name} repeat run does zero LLM forwards: {rp['ours_llm_forwards']} → "
                        f"{'met' if rp['ours_llm_forwards'] == 0 else 'MISSED'}")
@@ -939,6 +942,23 @@ def target_lines(report: Report) -> list[str]:
                 rss, anon = o["rss_peak_delta"] / o["weight_bytes"], o["anon_peak_delta"] / o["weight_bytes"]
                 out.append(f"- {name} bf16 load peak RAM ≤ 1.3 × weights: RSS {rss:.2f}× "
                            f"({'met' if rss <= 1.3 else 'MISSED'}), anonymous {anon:.2f}× ({'met' if anon <= 1.3 else 'MISSED'})")
+    return out
+
+
+def _vram_target_lines(name: str, cuda: dict) -> list[str]:
+    """Peak VRAM targets, at the smallest size measured (the variant's own unless --size says otherwise)."""
+    size = min(int(k.split("@")[1]) for k in cuda)
+    mllm, seq = cuda.get(f"mllm@{size}"), cuda.get(f"sequential@{size}")
+    out = []
+    limit = {"OpenUni-B-512": 4e9, "OpenUni-L-1024": 8e9}.get(name)
+    if limit and mllm:
+        peak = mllm["peak_vram_bytes"]
+        out.append(f"- {name} {size}² peak VRAM with MLLM offload ≤ {limit / 1e9:.0f} GB ({_gb(limit)}): {_gb(peak)} → "
+                   f"{'met' if peak <= limit else 'MISSED'}")
+    if mllm and seq:
+        lower = seq["peak_vram_bytes"] < mllm["peak_vram_bytes"]
+        out.append(f"- {name} {size}² sequential offload below MLLM offload: {_gb(seq['peak_vram_bytes'])} vs "
+                   f"{_gb(mllm['peak_vram_bytes'])} → {'met' if lower else 'MISSED'}")
     return out
 
 

@@ -133,3 +133,26 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
     figures = bench.bench_placement(m, "tiny-B", bench.Report({}))[policy]
     assert run([("mllm", True), ("sana", False), ("vae", False)]) == figures["generate"]
     assert run([("mllm", False)]) == figures["caption"]
+
+
+def test_cuda_section_and_its_vram_targets_run_with_a_stand_in_cuda(tmp_path, monkeypatch):
+    """The CUDA section has not met a GPU here: run its code with torch.cuda's memory counters stood in,
+    so the first GPU run cannot fail on a typo, and check how the VRAM targets are judged."""
+    from openuni_core.bench_models import tiny_models
+
+    peaks = iter([5.0e9, 6.0e9, 3.9e9, 4.5e9, 2.0e9, 2.5e9])  # none, mllm, sequential × two sizes
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: next(peaks))
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 7e9)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    s = bench.Settings(steps=1, cfg=4.5, size=64, repeats=1, dtype="fp32", device=torch.device("cpu"))
+    report = bench.Report({"device": "cuda:0"})
+    out = bench.bench_cuda_memory(tiny_models(tmp_path), "OpenUni-B-512", s, [64, 128], report)
+    assert set(out) == {f"{p}@{n}" for p in ("none", "mllm", "sequential") for n in (64, 128)}
+    assert out["mllm@64"]["peak_vram_bytes"] == 3.9e9 and out["sequential@128"]["s_per_image"] > 0
+    report.results["OpenUni-B-512"] = {"cuda": out}
+    lines = bench.target_lines(report)
+    assert any("64² peak VRAM with MLLM offload ≤ 4 GB" in line and line.endswith("met") for line in lines), lines
+    assert any("sequential offload below MLLM offload" in line and line.endswith("met") for line in lines), lines
+    out["mllm@64"]["peak_vram_bytes"] = 4.1e9  # over 4 GB, though under 4 GiB
+    assert any("peak VRAM with MLLM offload" in line and line.endswith("MISSED") for line in bench.target_lines(report))
