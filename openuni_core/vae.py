@@ -207,6 +207,29 @@ def _walk(modules, *, up: bool) -> tuple[float, int] | None:
     return radius, scale
 
 
+def _by_tiles(x: torch.Tensor, fn, *, core: int, halo: int, up: int = 1, down: int = 1) -> torch.Tensor:
+    """fn(x) computed tile by tile: each `core`-sized tile of x is extended by `halo` cells on every side
+    (at least fn's receptive field), run through fn, and its centre cropped into place. fn scales space by
+    up/down (core and halo are multiples of `down`), so every output cell sees exactly the inputs it sees
+    untiled and the result equals fn(x)."""
+    H, W = x.shape[-2:]
+
+    def r(v: int) -> int:
+        return v * up // down
+
+    out = None
+    for y0 in range(0, H, core):
+        for x0 in range(0, W, core):
+            ys, xs = max(0, y0 - halo), max(0, x0 - halo)
+            t = fn(x[..., ys:min(H, y0 + core + halo), xs:min(W, x0 + core + halo)])
+            if out is None:
+                out = t.new_empty((*t.shape[:2], r(H), r(W)))
+            ch, cw = r(min(core, H - y0)), r(min(core, W - x0))
+            oy, ox = r(y0 - ys), r(x0 - xs)
+            out[..., r(y0):r(y0) + ch, r(x0):r(x0) + cw] = t[..., oy:oy + ch, ox:ox + cw]
+    return out
+
+
 def _decode_split(vae, z: torch.Tensor, tile_px: int) -> torch.Tensor | None:
     dec = getattr(vae, "decoder", None)
     try:
@@ -227,25 +250,15 @@ def _decode_split(vae, z: torch.Tensor, tile_px: int) -> torch.Tensor | None:
         h = h + z.repeat_interleave(dec.in_shortcut_repeats, dim=1)
     for block in order[:split]:
         h = block(h)
-    hh, hw = h.shape[-2:]
-    scale = z.shape[-1] * SCALE // hw
-    core = max(1, tile_px // scale)
-    halo = math.ceil(radius) + 1
-    out = None
-    for y0 in range(0, hh, core):
-        for x0 in range(0, hw, core):
-            ys, xs = max(0, y0 - halo), max(0, x0 - halo)
-            t = h[..., ys:min(hh, y0 + core + halo), xs:min(hw, x0 + core + halo)]
-            for block in tail:
-                t = block(t)
-            t = dec.norm_out(t.movedim(1, -1)).movedim(-1, 1)
-            t = dec.conv_out(dec.conv_act(t))
-            if out is None:
-                out = t.new_empty((1, t.shape[1], hh * scale, hw * scale))
-            ch, cw = min(core, hh - y0) * scale, min(core, hw - x0) * scale
-            oy, ox = (y0 - ys) * scale, (x0 - xs) * scale
-            out[..., y0 * scale:y0 * scale + ch, x0 * scale:x0 * scale + cw] = t[..., oy:oy + ch, ox:ox + cw]
-    return out
+    scale = z.shape[-1] * SCALE // h.shape[-1]
+
+    def finish_tile(t: torch.Tensor) -> torch.Tensor:
+        for block in tail:
+            t = block(t)
+        t = dec.norm_out(t.movedim(1, -1)).movedim(-1, 1)
+        return dec.conv_out(dec.conv_act(t))
+
+    return _by_tiles(h, finish_tile, core=max(1, tile_px // scale), halo=math.ceil(radius) + 1, up=scale)
 
 
 def _encode_split(vae, pixels: torch.Tensor, tile_px: int) -> torch.Tensor | None:
@@ -265,20 +278,14 @@ def _encode_split(vae, pixels: torch.Tensor, tile_px: int) -> torch.Tensor | Non
     H, W = pixels.shape[-2:]
     if H % down or W % down:
         return None
-    core = max(down, tile_px // down * down)
-    halo = math.ceil((radius + 1) / down) * down
-    h = None
-    for y0 in range(0, H, core):
-        for x0 in range(0, W, core):
-            ys, xs = max(0, y0 - halo), max(0, x0 - halo)
-            t = pixels[..., ys:min(H, y0 + core + halo), xs:min(W, x0 + core + halo)]
-            for block in head:
-                t = block(t)
-            if h is None:
-                h = t.new_empty((1, t.shape[1], H // down, W // down))
-            ch, cw = min(core, H - y0) // down, min(core, W - x0) // down
-            oy, ox = (y0 - ys) // down, (x0 - xs) // down
-            h[..., y0 // down:y0 // down + ch, x0 // down:x0 // down + cw] = t[..., oy:oy + ch, ox:ox + cw]
+
+    def head_tile(t: torch.Tensor) -> torch.Tensor:
+        for block in head:
+            t = block(t)
+        return t
+
+    h = _by_tiles(pixels, head_tile, core=max(down, tile_px // down * down),
+                  halo=math.ceil((radius + 1) / down) * down, down=down)
     for block in order[split:]:
         h = block(h)
     if out_shortcut:
