@@ -13,7 +13,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from .errors import OpenUniError
 from .conditioning import check_user_text
-from .images import caption_pixel_values, closest_tile_grid, to_pil
+from .images import caption_pixel_values, tile_count, to_pil
 from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE
 
 SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
@@ -58,8 +58,7 @@ def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_til
     question = check_user_text(tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
     pil = to_pil(image)
     # Check the prompt fits the context before any image work; generation stops at the context's end.
-    cols, rows = closest_tile_grid(pil.width, pil.height, max_tiles)
-    tiles = cols * rows + (1 if use_thumbnail and cols * rows > 1 else 0)
+    tiles = tile_count(pil.width, pil.height, max_tiles, use_thumbnail)
     prompt_ids = tokenizer(chat_query(question, tiles), add_special_tokens=True).input_ids
     context = int(mllm.config.text_config.max_position_embeddings)
     if len(prompt_ids) >= context:

@@ -111,15 +111,21 @@ def guess_variant(checkpoint_name: str) -> Variant | None:
     return None
 
 
+def _parts(checkpoint: Path, mllm: Path, sana: Path, vae: Path, mllm_repo: str, sana_repo: str) -> list[Missing]:
+    """The four parts of a set, each with where it goes and where it comes from."""
+    return [
+        Missing("OpenUni checkpoint", checkpoint, OPENUNI_REPO, checkpoint.name),
+        Missing("InternVL3", mllm, mllm_repo, "whole repo"),
+        Missing("SANA", sana, sana_repo, "transformer/ and scheduler/"),
+        Missing("DC-AE", vae, DCAE_REPO, "config.json + weights"),
+    ]
+
+
 def missing_parts(variant: Variant, layout: Layout, checkpoint: str | None = None, *, mllm=None, sana=None,
                   vae=None) -> list[Missing]:
-    ckpt = layout.checkpoint(checkpoint or variant.checkpoints[-1])
-    parts = [
-        Missing("OpenUni checkpoint", ckpt, OPENUNI_REPO, ckpt.name),
-        Missing("InternVL3", Path(mllm or layout.mllm(variant.mllm_repo)), variant.mllm_repo, "whole repo"),
-        Missing("SANA", Path(sana or layout.sana(variant.sana_repo)), variant.sana_repo, "transformer/ and scheduler/"),
-        Missing("DC-AE", Path(vae or layout.vae()), DCAE_REPO, "config.json + weights"),
-    ]
+    parts = _parts(layout.checkpoint(checkpoint or variant.checkpoints[-1]),
+                   Path(mllm or layout.mllm(variant.mllm_repo)), Path(sana or layout.sana(variant.sana_repo)),
+                   Path(vae or layout.vae()), variant.mllm_repo, variant.sana_repo)
     return [m for m in parts if not part_complete(m.part, m.path)]
 
 
@@ -133,17 +139,13 @@ def missing_error(missing: list[Missing], variant: Variant | None) -> MissingMod
 
 
 def check_present(checkpoint: Path, mllm: Path, sana: Path, vae: Path) -> None:
-    """Absent parts (no folder, an empty one, or one without its key files) → one error listing each with
-    its repo id and where it goes."""
+    """Absent parts (no checkpoint file; no folder, or one holding only hidden entries such as an interrupted
+    download's .cache/) → one error listing each with its repo id and where it goes. A folder that is there
+    but lacks files gets its own error from the config/weight readers, naming the file."""
     variant = guess_variant(checkpoint.name)
     mllm_repo = variant.mllm_repo if variant else "OpenGVLab/InternVL3-1B (B) or OpenGVLab/InternVL3-2B (L)"
     sana_repo = variant.sana_repo if variant else "the SANA repo of your variant (see README)"
-    parts = [
-        Missing("OpenUni checkpoint", checkpoint, OPENUNI_REPO, checkpoint.name),
-        Missing("InternVL3", mllm, mllm_repo, "whole repo"),
-        Missing("SANA", sana, sana_repo, "transformer/ and scheduler/"),
-        Missing("DC-AE", vae, DCAE_REPO, "config.json + weights"),
-    ]
+    parts = _parts(checkpoint, mllm, sana, vae, mllm_repo, sana_repo)
     missing = [m for m in parts if not (m.path.is_file() if m.part == "OpenUni checkpoint" else m.path.is_dir()
                                         and any(p.name[0] != "." for p in m.path.iterdir()))]
     if missing:

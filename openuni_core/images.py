@@ -81,12 +81,22 @@ def closest_tile_grid(width: int, height: int, max_tiles: int, tile: int = 448, 
     return best
 
 
+def _with_thumbnail(grid_tiles: int, use_thumbnail: bool) -> bool:
+    return use_thumbnail and grid_tiles > 1
+
+
+def tile_count(width: int, height: int, max_tiles: int, use_thumbnail: bool = True) -> int:
+    """How many 448×448 views `tile_image` makes of an image this size (known before any pixel work)."""
+    cols, rows = closest_tile_grid(width, height, max_tiles)
+    return cols * rows + _with_thumbnail(cols * rows, use_thumbnail)
+
+
 def tile_image(image: Image.Image, max_tiles: int, use_thumbnail: bool = True, tile: int = 448) -> list[Image.Image]:
     """InternVL "dynamic preprocess": resize to a grid of tile×tile crops (+ a thumbnail when >1 tile)."""
     cols, rows = closest_tile_grid(image.width, image.height, max_tiles, tile)
     resized = image.resize((cols * tile, rows * tile), Image.BICUBIC)
     tiles = [resized.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)) for r in range(rows) for c in range(cols)]
-    if use_thumbnail and len(tiles) > 1:
+    if _with_thumbnail(len(tiles), use_thumbnail):
         tiles.append(image.resize((tile, tile), Image.BICUBIC))
     return tiles
 

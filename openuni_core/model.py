@@ -168,11 +168,10 @@ class OpenUniModel:
             if not _is_oom(e):
                 raise
             out_of_memory = True  # raised below, outside this block, so the failed step's tensors can be freed
-        if out_of_memory:
-            self._release_memory()  # the failed step's tensors can sit in reference cycles (traceback frames)
-        elif offloaded and device.type == "cuda":
+        if offloaded and device.type == "cuda":
             torch.cuda.empty_cache()  # the dropped weight copies go back to the driver, for other models and programs
         if out_of_memory:
+            self._release_memory()  # the failed step's tensors can sit in reference cycles (traceback frames)
             raise OpenUniError(
                 f"Out of memory while {what} on {device}. Try a lower-memory policy (offload the MLLM, "
                 "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision.")
@@ -254,22 +253,27 @@ class OpenUniModel:
             raise OpenUniError(f"A prompt must be text (or a non-empty list of texts), got {type(prompts).__name__}.")
         return list(prompts)
 
+    def _generation_texts(self, prompts) -> list[str]:
+        return [conditioning.generation_text(self._text(p)) for p in self._prompt_list(prompts)]
+
+    def _negative_text(self, negative: str | None) -> str:
+        return conditioning.negative_text(self._text(negative or "", "negative prompt"))
+
     def encode_prompt(self, prompts: str | list[str]) -> QueryConditioning:
         """Prompt(s) → positive query conditioning [B, 256, caption_channels] (cached per text)."""
-        texts = [conditioning.generation_text(self._text(p)) for p in self._prompt_list(prompts)]
+        texts = self._generation_texts(prompts)
         return QueryConditioning(self._encode_texts(texts), self.model_id, texts)
 
     def encode_negative(self, negative: str | None = None) -> QueryConditioning:
         """Negative/CFG conditioning; the default ("Generate an image.") is computed once per model."""
-        text = conditioning.negative_text(self._text(negative or "", "negative prompt"))
+        text = self._negative_text(negative)
         return QueryConditioning(self._encode_texts([text]), self.model_id, [text])
 
     def encode_pair(self, prompts: str | list[str], negative: str | None = None
                     ) -> tuple[QueryConditioning, QueryConditioning]:
         """Positive and negative together: whatever is not cached yet goes through the LLM in ONE padded
         batch, as the reference does with [prompt, CFG prompt]."""
-        texts = [conditioning.generation_text(self._text(p)) for p in self._prompt_list(prompts)]
-        neg_text = conditioning.negative_text(self._text(negative or "", "negative prompt"))
+        texts, neg_text = self._generation_texts(prompts), self._negative_text(negative)
         embeds = self._encode_texts(texts + [neg_text])
         return (QueryConditioning(embeds[:-1], self.model_id, texts),
                 QueryConditioning(embeds[-1:], self.model_id, [neg_text]))

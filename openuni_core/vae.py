@@ -34,9 +34,8 @@ def decode(vae, latents: torch.Tensor, tiled: bool | None = None, *, tile_size: 
     check_latents(latents)
     device, dtype = vae.device, vae.dtype
     scaling = float(vae.config.scaling_factor)
-    h, w = latents.shape[-2] * SCALE, latents.shape[-1] * SCALE
-    tile, overlap = _tile_geometry(tile_size, tile_overlap)
-    use_tiling = want_tiling(h, w, tiled) and (h > tile * SCALE or w > tile * SCALE)
+    use_tiling, tile, overlap = _tiling_plan(latents.shape[-2] * SCALE, latents.shape[-1] * SCALE, tiled, tile_size,
+                                             tile_overlap)
     out = []
     for one in latents:  # one image at a time bounds peak memory for big batches
         z = one[None].to(device=device, dtype=dtype) / scaling
@@ -66,8 +65,7 @@ def encode(vae, images: torch.Tensor, tiled: bool | None = None, *, tile_size: i
     x = x.clamp(0, 1).permute(0, 3, 1, 2) * 2.0 - 1.0
     device, dtype = vae.device, vae.dtype
     scaling = float(vae.config.scaling_factor)
-    tile, overlap = _tile_geometry(tile_size, tile_overlap)
-    use_tiling = want_tiling(h, w, tiled) and (h > tile * SCALE or w > tile * SCALE)
+    use_tiling, tile, overlap = _tiling_plan(h, w, tiled, tile_size, tile_overlap)
     out = []
     for one in x:
         pixels = one[None].to(device=device, dtype=dtype)
@@ -78,6 +76,13 @@ def encode(vae, images: torch.Tensor, tiled: bool | None = None, *, tile_size: i
 
 def want_tiling(h: int, w: int, tiled: bool | None) -> bool:
     return (h * w > TILE_THRESHOLD) if tiled is None else bool(tiled)
+
+
+def _tiling_plan(h: int, w: int, tiled: bool | None, tile_size: int | None, tile_overlap: int | None
+                 ) -> tuple[bool, int, int]:
+    """(tile?, tile, overlap in latents) for an h×w-pixel image; an image that fits in one tile is not tiled."""
+    tile, overlap = _tile_geometry(tile_size, tile_overlap)
+    return want_tiling(h, w, tiled) and (h > tile * SCALE or w > tile * SCALE), tile, overlap
 
 
 def _tile_geometry(tile_size: int | None, tile_overlap: int | None) -> tuple[int, int]:
