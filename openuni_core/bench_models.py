@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, map_original_key, original_key, submodules
+from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, original_state_dict, submodules
 from .tiny import SCHEDULER_CONFIG
 
 DEFAULT_CACHE = Path(os.environ.get("OPENUNI_BENCH_CACHE", Path(__file__).resolve().parents[1] / "bench_cache"))
@@ -166,6 +166,14 @@ def _mark_done(folder: Path, **info) -> None:
     (folder / ".bench_complete").write_text(json.dumps({"format": FORMAT_VERSION, **info}))
 
 
+def _publish(tmp: Path, folder: Path, **info) -> None:
+    """Mark a fully written `.partial` folder complete and move it into place (replacing a stale one)."""
+    _mark_done(tmp, **info)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
 def _fresh(folder: Path) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
@@ -246,8 +254,10 @@ def write_qwen2_tokenizer(folder: Path) -> str:
 
 
 # ----- InternVL3 ----------------------------------------------------------------------------------------
-def _internvl_configs(llm: str):
-    from transformers import InternVLConfig, InternVLVisionConfig, Qwen2Config
+def _empty_internvl(llm: str):
+    """(vision config, text config, InternVL3 model with its parameters on the meta device)."""
+    from accelerate import init_empty_weights
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig, Qwen2Config
 
     q = QWEN25[llm]
     vision = InternVLVisionConfig(**INTERNVIT_300M, attention_bias=True, image_size=[448, 448], patch_size=[14, 14],
@@ -255,7 +265,11 @@ def _internvl_configs(llm: str):
     text = Qwen2Config(vocab_size=VOCAB, **q, hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
                        rope_theta=1000000.0, tie_word_embeddings=False, bos_token_id=151643, eos_token_id=151645,
                        use_sliding_window=False, attention_dropout=0.0)
-    return vision, text, InternVLConfig
+    config = InternVLConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_id=151667,
+                            image_seq_length=256, downsample_ratio=0.5, projector_hidden_act="gelu",
+                            vision_feature_layer=-1, vision_feature_select_strategy="default")
+    with init_empty_weights(include_buffers=False):
+        return vision, text, InternVLForConditionalGeneration(config)
 
 
 def _original_config(llm: str, vision, text) -> dict:
@@ -282,37 +296,18 @@ def _original_config(llm: str, vision, text) -> dict:
 
 def write_internvl(folder: Path, name: str, seed: int, *, hf_folder: Path | None = None, log=print) -> str:
     """ORIGINAL-format folder (and optionally the -hf twin) of InternVL3-1B/2B with random weights."""
-    from accelerate import init_empty_weights
-    from transformers import InternVLForConditionalGeneration
-
     llm = MLLMS[name]
-    vision, text, InternVLConfig = _internvl_configs(llm)
-    config = InternVLConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_id=151667,
-                            image_seq_length=256, downsample_ratio=0.5, projector_hidden_act="gelu",
-                            vision_feature_layer=-1, vision_feature_select_strategy="default")
-    with init_empty_weights(include_buffers=False):
-        model = InternVLForConditionalGeneration(config)
+    vision, text, model = _empty_internvl(llm)
     filler = _Filler(seed)
     native = {sub: filler.state_dict(_meta_shapes(m)) for sub, m in submodules(model).items()}
-    # Original names; the vision attention's q, k, v are fused back into one qkv tensor.
-    original: dict[str, torch.Tensor] = {}
-    for sub, sd in native.items():
-        for key in sd:
-            orig = original_key(sub, key)
-            if orig in original:
-                continue
-            parts = [native[s][k] for s, k, _ in map_original_key(orig, torch.zeros(3))]
-            original[orig] = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+    original = original_state_dict(native)
     tmp = _fresh(folder.with_name(folder.name + ".partial"))
     note = write_qwen2_tokenizer(tmp)
     (tmp / "config.json").write_text(json.dumps(_original_config(llm, vision, text), indent=2))
     (tmp / "generation_config.json").write_text(json.dumps({"eos_token_id": [151645, 151643]}))
     log(f"[bench] writing {folder.name} (original format, {sum(t.numel() for t in original.values()) / 1e9:.2f} B params)")
     save_file(original, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    _mark_done(tmp, tokenizer=note)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    _publish(tmp, folder, tokenizer=note)
     if hf_folder is not None:
         write_internvl_hf(hf_folder, model, native, folder, log=log)
     return note
@@ -329,28 +324,18 @@ def write_internvl_hf(hf_folder: Path, model, native: dict, original_folder: Pat
     model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size="20GB")
     for f in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         shutil.copy(original_folder / f, tmp / f)
-    _mark_done(tmp, transformers=transformers.__version__)
-    if hf_folder.exists():
-        shutil.rmtree(hf_folder)
-    tmp.rename(hf_folder)
+    _publish(tmp, hf_folder, transformers=transformers.__version__)
 
 
 def ensure_internvl_hf(cache: Path, name: str, seed: int, log=print) -> Path:
     """The -hf twin for the naive baseline, per transformers major version (its on-disk key layout differs)."""
     import transformers
-    from accelerate import init_empty_weights
-    from transformers import InternVLForConditionalGeneration
 
     major = transformers.__version__.split(".")[0]
     folder = cache / "mllm" / f"{name}-hf-tf{major}"
     if _done(folder):
         return folder
-    vision, text, InternVLConfig = _internvl_configs(MLLMS[name])
-    config = InternVLConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_id=151667,
-                            image_seq_length=256, downsample_ratio=0.5, projector_hidden_act="gelu",
-                            vision_feature_layer=-1, vision_feature_select_strategy="default")
-    with init_empty_weights(include_buffers=False):
-        model = InternVLForConditionalGeneration(config)
+    _, _, model = _empty_internvl(MLLMS[name])
     # Same values as the original folder: read them back and map them (no second random draw).
     from .internvl import _read_safetensors, map_original_state_dict
 
@@ -384,10 +369,7 @@ def write_sana(folder: Path, name: str, seed: int, log=print) -> None:
         "_class_name": "SanaPipeline", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
         "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"],
         "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"]}))
-    _mark_done(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    _publish(tmp, folder)
 
 
 def write_dcae(folder: Path, seed: int, log=print) -> None:
@@ -407,10 +389,7 @@ def write_dcae(folder: Path, seed: int, log=print) -> None:
     log(f"[bench] writing {DCAE_NAME} ({sum(t.numel() for t in sd.values()) / 1e9:.2f} B params)")
     model.save_config(str(tmp))
     save_file(sd, str(tmp / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
-    _mark_done(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    _publish(tmp, folder)
 
 
 def write_checkpoint(path: Path, v: BenchVariant, seed: int, log=print) -> None:

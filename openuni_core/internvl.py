@@ -7,6 +7,7 @@ the native names. The `-hf` format is loaded by transformers directly.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -123,9 +124,10 @@ _VISION_NAMES = [
     ("encoder.layers.{i}.attn.qkv.{p}", "encoder.layer.{i}.attention.{q}_proj.{p}"),
 ]
 _SLOTS = {"i": r"\d+", "p": "weight|bias", "n": "q_norm|k_norm", "f": "fc1|fc2", "q": "q|k|v"}
-_PROJECTOR = [("0", "layer_norm"), ("1", "linear_1"), ("3", "linear_2")]
+_PROJECTOR = {"0": "layer_norm", "1": "linear_1", "3": "linear_2"}  # mlp1 index → native name
 
 
+@functools.lru_cache(maxsize=None)  # a dozen templates, matched against every vision key of a model
 def _template_regex(template: str) -> re.Pattern:
     pattern = re.escape(template)
     for slot, alternatives in _SLOTS.items():
@@ -151,8 +153,8 @@ def map_original_key(key: str, tensor: torch.Tensor) -> list[tuple[str, str, tor
         parts = tensor.chunk(3, dim=0) if len(names) == 3 else (tensor,)
         return [("vision_tower", n, t) for n, t in zip(names, parts)]
     m = re.match(r"mlp1\.(\d)\.(weight|bias)$", key)
-    if m and m[1] in dict(_PROJECTOR):
-        return [("multi_modal_projector", f"{dict(_PROJECTOR)[m[1]]}.{m[2]}", tensor)]
+    if m and m[1] in _PROJECTOR:
+        return [("multi_modal_projector", f"{_PROJECTOR[m[1]]}.{m[2]}", tensor)]
     if key.startswith("language_model.model."):
         return [("language_model", key[len("language_model.model."):], tensor)]
     if key == "language_model.lm_head.weight":
@@ -169,10 +171,24 @@ def original_key(submodule: str, native_key: str) -> str:
         return "vision_model." + names[0]
     if submodule == "multi_modal_projector":
         layer, param = native_key.split(".")
-        return f"mlp1.{dict((n, i) for i, n in _PROJECTOR)[layer]}.{param}"
+        return f"mlp1.{next(i for i, n in _PROJECTOR.items() if n == layer)}.{param}"
     if submodule == "language_model":
         return "language_model.model." + native_key
     return "language_model.lm_head." + native_key
+
+
+def original_state_dict(native: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Native weights per submodule → one state dict under the original OpenGVLab names, the vision
+    attention's q, k, v fused back into qkv (the inverse of `map_original_state_dict`; writes test and
+    benchmark models in the original format)."""
+    out: dict[str, torch.Tensor] = {}
+    for sub, sd in native.items():
+        for key in sd:
+            orig = original_key(sub, key)
+            if orig not in out:
+                parts = [native[s][k] for s, k, _ in map_original_key(orig, torch.zeros(3))]
+                out[orig] = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+    return out
 
 
 def submodules(model: InternVLForConditionalGeneration) -> dict[str, torch.nn.Module]:

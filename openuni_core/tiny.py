@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, load_tokenizer, original_key, submodules
+from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, load_tokenizer, original_state_dict, submodules
 from .variants import NUM_QUERIES, VARIANTS
 
 SPECIAL_TOKENS = ["<|endoftext|>", IM_START, IM_END, IMG_START, IMG_END, IMG_CONTEXT,
@@ -95,11 +95,8 @@ def _native_internvl(vocab: int, dims: dict, image_token_id: int, seed: int):
 
 def _original_state_dict(model) -> dict[str, torch.Tensor]:
     """The native weights under their original OpenGVLab names (q, k, v fused back into qkv)."""
-    parts: dict[str, list[torch.Tensor]] = {}
-    for sub, module in submodules(model).items():
-        for key, tensor in module.state_dict().items():  # q_proj, k_proj, v_proj come in that order
-            parts.setdefault(original_key(sub, key), []).append(tensor)
-    return {k: torch.cat(v, 0).contiguous().clone() for k, v in parts.items()}
+    native = {sub: module.state_dict() for sub, module in submodules(model).items()}
+    return {k: v.contiguous().clone() for k, v in original_state_dict(native).items()}
 
 
 def write_internvl(root: Path, dims: dict, seed: int) -> tuple[Path, Path]:
