@@ -212,7 +212,8 @@ def resolve_folder(kind: str, name: str, variant: Variant | None, checkpoint_nam
         raise OpenUniError(
             f"'auto' cannot tell which {label} folder belongs to {checkpoint_name}: it is not a released OpenUni "
             f"file name. Pick the {label} folder in the list instead.")
-    want = {"mllm": variant.mllm_repo, "sana": variant.sana_repo, "vae": DCAE_REPO}[kind].split("/")[-1]
+    repo = {"mllm": variant.mllm_repo, "sana": variant.sana_repo, "vae": DCAE_REPO}[kind]
+    want = repo.split("/")[-1]
     names = {want.lower(), f"{want}-hf".lower()}
     for path in list_folders(kind).values():
         if path.name.lower() in names:
@@ -220,8 +221,7 @@ def resolve_folder(kind: str, name: str, variant: Variant | None, checkpoint_nam
     if kind == "vae" and sana is not None and (sana / "vae" / "config.json").is_file():
         return None
     lay = layout()
-    return {"mllm": lay.mllm, "sana": lay.sana, "vae": lay.vae}[kind](
-        {"mllm": variant.mllm_repo, "sana": variant.sana_repo, "vae": DCAE_REPO}[kind])
+    return {"mllm": lay.mllm, "sana": lay.sana, "vae": lay.vae}[kind](repo)
 
 
 def resolve(checkpoint: str, mllm: str, sana: str, vae: str) -> ResolvedFiles:

@@ -91,10 +91,7 @@ def _latent_samples(latent) -> torch.Tensor:
     if unused:
         log.warning("[OpenUni] latent: ignoring %s (not used by OpenUni's sampler)", unused)
     samples = latent["samples"].detach().to("cpu", torch.float32)
-    check_latents(samples, what="latent input")  # shape (32 channels, 4-D) and finite values, before any work
-    if samples.shape[0] == 0 or samples.shape[-1] == 0 or samples.shape[-2] == 0:
-        raise OpenUniError(f"The latent input is empty (shape {list(samples.shape)}); connect a latent that holds "
-                           "at least one image.")
+    check_latents(samples, what="latent input")  # not empty, 4-D with 32 channels, finite: before any work
     return samples
 
 

@@ -59,7 +59,7 @@ def initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
 
 def check_latents(latents: torch.Tensor, *, what: str = "latent") -> None:
     if latents.numel() == 0:
-        raise OpenUniError(f"The {what} is empty (shape {list(latents.shape)}).")
+        raise OpenUniError(f"The {what} is empty (shape {list(latents.shape)}); it must hold at least one image.")
     if latents.ndim != 4 or latents.shape[1] != LATENT_CHANNELS:
         raise OpenUniError(f"The {what} has shape {list(latents.shape)}; OpenUni (DC-AE f32c32) latents are "
                            f"[batch, {LATENT_CHANNELS}, height/32, width/32]. Was it made by another model's VAE?")
