@@ -5,17 +5,20 @@ On real-size models with random weights (written once by `bench_models`), on the
 1. compare  — the reference path (what upstream OpenUni's inference does: one padded [prompt, CFG prompt]
               LLM batch with the meta queries appended, connector + projector, then diffusers'
               `SanaPipeline` with the DPM-Solver++ scheduler and the DC-AE decode) against our path (the
-              core exactly as the nodes call it: `load_openuni`, `encode_prompt`, `encode_negative`,
-              `sample`, `decode`), same weights (shared modules, no second copy), dtype, steps, cfg, size
-              and CPU noise. Seconds per image, ours/reference, and max |Δ| between the two images.
+              core exactly as the nodes call it: `load_openuni`, `encode_pair`, `sample`, `decode`), same
+              weights (shared modules, no second copy), dtype, steps, cfg, size and CPU noise. Seconds per
+              image, ours/reference, and max |Δ| between the two images.
 2. repeat   — a run with the same prompt again (ComfyUI re-running with a new seed): LLM forwards, time.
 3. load     — disk to ready-to-sample, ours vs a naive `from_pretrained` of each part in fp32 then cast,
               each in a fresh process: seconds and peak process RAM (RSS, and anonymous memory) over the
               pre-load baseline, against the loaded weights' bytes.
-4. cuda     — peak VRAM and time per memory policy (all on GPU, MLLM offload, sequential offload), per
+4. placement — the weights each memory policy puts on the accelerator at its worst moment (computed from
+              the loaded parameters, so it runs anywhere).
+5. cuda     — peak VRAM and time per memory policy (all on GPU, MLLM offload, sequential offload), per
               variant and size; only on CUDA.
-5. tiling   — DC-AE decode/encode at 2048² tiled vs untiled (real-size DC-AE, fresh processes): peak
+6. tiling   — DC-AE decode/encode at 2048² tiled vs untiled (real-size DC-AE, fresh processes): peak
               memory, time, max |Δ|.
+7. compile  — ours with the core's torch.compile switch against eager ours (only with --compile).
 
 Run `python -m openuni_core.bench --help`. `--quick` is B-512 only with few steps (for CPU);
 `--tiny` runs every section on the tiny test models in seconds (what tests/test_core_bench.py does).
@@ -306,10 +309,7 @@ def ours_generate(model, prompt: str, *, steps: int, cfg: float, width: int, hei
     """Images and a Stopwatch, exactly the calls the nodes make."""
     device = model.transformer.device
     watch = Stopwatch(device)
-    if hasattr(model, "encode_pair"):  # what the encode node calls: uncached texts in one LLM batch
-        pos, neg = model.encode_pair(prompt)
-    else:
-        pos, neg = model.encode_prompt(prompt), model.encode_negative()
+    pos, neg = model.encode_pair(prompt)  # what the encode node calls: uncached texts in one LLM batch
     watch.lap("conditioning")
     latents = model.sample(pos, neg, width=width, height=height, steps=steps, cfg=cfg, seed=seed)
     watch.lap("sampling")
@@ -331,6 +331,10 @@ class Settings:
     max_others: float = 0.10  # a timed run during which other processes used more of the CPUs is run again...
     max_tries: int = 3  # ...up to this many times (the least disturbed attempt is kept)
     force_naive: bool = False  # run the naive load baseline even where the RAM estimate says it may not fit
+
+    @property
+    def image_kwargs(self) -> dict:
+        return dict(steps=self.steps, cfg=self.cfg, width=self.size, height=self.size)
 
 
 def timed_run(fn, s: Settings, model=None):
@@ -367,9 +371,19 @@ class Report:
         print(line, flush=True)
 
 
+def _counting_llm(llm: ForwardCounter, fn, model, prompt: str, **kw):
+    """A `timed_run` attempt: fn(model, prompt, **kw), its Stopwatch also recording the LLM forwards it made."""
+    def attempt():
+        before = llm.count
+        img, watch = fn(model, prompt, **kw)
+        watch.llm_forwards = llm.count - before
+        return img, watch
+    return attempt
+
+
 def bench_compare(model, name: str, s: Settings, report: Report) -> dict:
     """Reference vs ours, alternating (so drifting machine load hits both alike)."""
-    kw = dict(steps=s.steps, cfg=s.cfg, width=s.size, height=s.size)
+    kw = s.image_kwargs
     llm = ForwardCounter(model.mllm.model.language_model)
     tag = f"[{name} {s.dtype} {s.device.type} {s.size}² steps={s.steps} cfg={s.cfg}]"
     try:
@@ -385,14 +399,7 @@ def bench_compare(model, name: str, s: Settings, report: Report) -> dict:
             imgs = {}
             for who in order:
                 fn = reference_generate if who == "ref" else ours_generate
-
-                def attempt():
-                    before = llm.count
-                    img, watch = fn(model, prompt, seed=100 + k, **kw)
-                    watch.llm_forwards = llm.count - before
-                    return img, watch
-
-                img, watch = timed_run(attempt, s, model)
+                img, watch = timed_run(_counting_llm(llm, fn, model, prompt, seed=100 + k, **kw), s, model)
                 imgs[who] = img
                 (ref_runs if who == "ref" else our_runs).append((watch, watch.llm_forwards))
             diffs.append(float((imgs["ref"] - imgs["ours"]).abs().max()))
@@ -443,21 +450,12 @@ def _fmt_stages(st: dict) -> str:
 
 def bench_repeat(model, name: str, s: Settings, report: Report) -> dict:
     """Same prompt again, new seed: what ComfyUI does when only the seed changes."""
-    kw = dict(steps=s.steps, cfg=s.cfg, width=s.size, height=s.size)
+    kw = s.image_kwargs
     llm = ForwardCounter(model.mllm.model.language_model)
-
-    def counted(fn):
-        def attempt():
-            before = llm.count
-            img, watch = fn(model, PROMPTS[0], seed=8, **kw)
-            watch.llm_forwards = llm.count - before
-            return img, watch
-        return attempt
-
     try:
         ours_generate(model, PROMPTS[0], seed=7, **kw)  # make sure the prompt has been seen
-        _, w = timed_run(counted(ours_generate), s, model)
-        _, rw = timed_run(counted(reference_generate), s, model)
+        _, w = timed_run(_counting_llm(llm, ours_generate, model, PROMPTS[0], seed=8, **kw), s, model)
+        _, rw = timed_run(_counting_llm(llm, reference_generate, model, PROMPTS[0], seed=8, **kw), s, model)
     finally:
         llm.close()
     res = {"ours_llm_forwards": w.llm_forwards, "ours_conditioning_s": w.stages["conditioning"], "ours_s": w.wall,
@@ -499,7 +497,7 @@ def bench_placement(model, name: str, report: Report) -> dict:
 
 def bench_compile(model, name: str, s: Settings, report: Report) -> dict:
     """Ours with the core's `compile` switch on (SANA transformer under torch.compile), against eager ours."""
-    kw = dict(steps=s.steps, cfg=s.cfg, width=s.size, height=s.size)
+    kw = s.image_kwargs
     eager, compiled = [], []
     try:
         model.compile = True
@@ -738,8 +736,8 @@ def bench_tiling(vae_dir: Path, name: str, dtype: str, device: torch.device, siz
     out = {}
     for w in what:
         res = {}
-        for mode in ("untiled", "tiled"):
-            f = workdir / f"openuni_bench_tiling_{w}_{mode}_{os.getpid()}.pt"
+        files = {mode: workdir / f"openuni_bench_tiling_{w}_{mode}_{os.getpid()}.pt" for mode in ("untiled", "tiled")}
+        for mode, f in files.items():
             args = ["tiling", "--vae", str(vae_dir), "--mode", mode, "--what", w, "--size", str(size),
                     "--dtype", dtype, "--device", str(device), "--out", str(f)] + (["--tile", str(tile)] if tile else [])
             if quiet_wait:
@@ -748,8 +746,7 @@ def bench_tiling(vae_dir: Path, name: str, dtype: str, device: torch.device, siz
                 res[mode] = _run_probe(args)
             except RuntimeError as e:  # e.g. out of memory untiled: that is the point of tiling
                 res[mode] = {"error": str(e)[-300:]}
-        fu = workdir / f"openuni_bench_tiling_{w}_untiled_{os.getpid()}.pt"
-        ft = workdir / f"openuni_bench_tiling_{w}_tiled_{os.getpid()}.pt"
+        fu, ft = files["untiled"], files["tiled"]
         if fu.exists() and ft.exists():
             res["max_abs_diff"] = float((torch.load(fu).float() - torch.load(ft).float()).abs().max())
         for f in (fu, ft):
@@ -830,11 +827,11 @@ def run(args) -> Report:
                f"transformers {h['transformers']}, flash-attn importable: {h['flash_attn_importable']}, "
                f"load average at start {h.get('load_average')}")
     report.say(f"# {dtype_name}, {steps} steps, cfg {args.cfg}, variants {', '.join(names)}, sections {', '.join(sorted(sections))}")
+    quiet = args.quiet_wait if args.quiet_wait is not None else (0 if args.tiny or device.type == "cuda" else 300)
     for name in names:
         paths = tiny_models(cache / "tiny") if args.tiny else ensure_models(name, cache)
         if paths.tokenizer_note:
             report.say(f"[{name}] tokenizer: {paths.tokenizer_note}")
-        quiet = args.quiet_wait if args.quiet_wait is not None else (0 if args.tiny or device.type == "cuda" else 300)
         s = Settings(steps=steps, cfg=args.cfg, size=args.size or _native(name), repeats=repeats, dtype=dtype_name,
                      device=device, quiet_wait=quiet, force_naive=args.force_naive)
         res = report.results.setdefault(name, {})
@@ -862,7 +859,6 @@ def run(args) -> Report:
     if "tiling" in sections:
         vae_dir = (tiny_models(cache / "tiny").vae if args.tiny else ensure_models(names[0], cache).vae)
         size = min(args.tiling_size, 1024) if args.tiny else args.tiling_size
-        quiet = args.quiet_wait if args.quiet_wait is not None else (0 if args.tiny or device.type == "cuda" else 300)
         report.results["tiling"] = bench_tiling(vae_dir, "DC-AE", args.tiling_dtype, device, size, report,
                                                 quiet_wait=quiet)
     report.say("")
