@@ -7,6 +7,7 @@ Python (`$COMFYUI_PYTHON`, else `$COMFYUI_DIR/venv/bin/python` or `.venv/bin/pyt
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -92,6 +93,18 @@ Image.fromarray((rng.rand(96, 128, 3) * 255).astype("uint8")).save(base / "input
     shutil.rmtree(base / "tiny_src", ignore_errors=True)
     (base / "extra_model_paths.yaml").write_text(
         f"openuni_extra:\n    base_path: {base / 'extra_models'}\n    openuni: openuni_more\n")
+
+
+@contextlib.contextmanager
+def running_server(cdir: Path, base: Path):
+    """A real ComfyUI on 127.0.0.1 over a throw-away base folder with the pack and the tiny models."""
+    python = comfy_python(cdir)
+    prepare_base(base, python)
+    server = ComfyServer(cdir, base, python).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def free_port() -> int:

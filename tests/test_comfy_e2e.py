@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from comfy_server import (ComfyServer, Listener, TINY_FILES, comfy_commit, comfy_dir,  # noqa: E402
-                          comfy_python, prepare_base)
+from comfy_server import Listener, TINY_FILES, comfy_commit, comfy_dir, running_server  # noqa: E402
 
 CDIR = comfy_dir()
 pytestmark = pytest.mark.skipif(CDIR is None, reason="set COMFYUI_DIR to a ComfyUI checkout to run the e2e tests")
@@ -34,15 +33,9 @@ NODES = {"OpenUniModelLoader": "OpenUni Model Loader", "OpenUniTextEncode": "Ope
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("comfy_e2e")
-    python = comfy_python(CDIR)
-    prepare_base(base, python)
-    srv = ComfyServer(CDIR, base, python).start()
-    print(f"\nComfyUI {comfy_commit(CDIR)} at {srv.url} (log: {srv.log_path})")
-    try:
+    with running_server(CDIR, tmp_path_factory.mktemp("comfy_e2e")) as srv:
+        print(f"\nComfyUI {comfy_commit(CDIR)} at {srv.url} (log: {srv.log_path})")
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import comfy_workflows as wf  # noqa: E402
 from comfy_pack import load_pack  # noqa: E402
-from comfy_server import ComfyServer, comfy_dir, comfy_python, prepare_base  # noqa: E402
+from comfy_server import comfy_dir, running_server  # noqa: E402
 
 HERE = Path(__file__).parent
 CDIR = comfy_dir()
@@ -50,10 +50,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_web")
-    python = comfy_python(CDIR)
-    prepare_base(base, python)
-    server = ComfyServer(CDIR, base, python).start()
-    try:
+    with running_server(CDIR, base) as server:
         request = {
             "workflows": {n: json.loads((wf.OUT / f"{n}.json").read_text()) for n in wf.WORKFLOWS},
             "tiny": {n: json.loads((wf.OUT / "api" / f"{n}.json").read_text()) for n in wf.WORKFLOWS},
@@ -70,9 +67,6 @@ def web(tmp_path_factory):
         result["screenshot"] = str(shot)
         print(f"\nscreenshot of the caption node: {shot}")
         yield result
-    finally:
-        server.stop()
-
 
 def test_extension_is_loaded_without_errors(web):
     assert web["extensionLoaded"]
