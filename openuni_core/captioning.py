@@ -11,14 +11,14 @@ from typing import Callable
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from .errors import OpenUniError
 from .conditioning import check_user_text
+from .errors import OpenUniError
 from .images import caption_pixel_values, tile_count, to_pil
 from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE
+from .options import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, DEFAULT_QUESTION, GREEDY_BELOW, MAX_NEW_TOKENS,
+                      MAX_TEMPERATURE, MAX_TILES)
 
 SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
-DEFAULT_QUESTION = "Please describe the image in detail."
-MIN_TEMPERATURE = 0.01
 
 
 def chat_query(question: str, num_tiles: int) -> str:
@@ -27,8 +27,9 @@ def chat_query(question: str, num_tiles: int) -> str:
             f"{IM_START}user\n{image}\n{question}{IM_END}\n{IM_START}assistant\n")
 
 
-class _Hooks(StoppingCriteria):
-    """Never stops generation itself; reports each new token and lets the interrupt hook raise."""
+class _ProgressAndInterrupt(StoppingCriteria):
+    """transformers' generate offers no per-token callback; a stopping criterion is called after every token, so this
+    one carries the host's progress and interrupt hooks into the loop. It never stops generation itself."""
 
     def __init__(self, prompt_len: int, total: int, progress, interrupt):
         self.prompt_len, self.total, self.progress, self.interrupt = prompt_len, total, progress, interrupt
@@ -41,20 +42,30 @@ class _Hooks(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def validate(*, max_tiles: int, max_new_tokens: int, temperature: float) -> None:
-    if not isinstance(max_tiles, int) or not 1 <= max_tiles <= 40:
-        raise OpenUniError(f"max_tiles {max_tiles} is not allowed: use 1 to 40 (InternVL3 uses up to 12).")
-    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 8192:
-        raise OpenUniError(f"max_new_tokens {max_new_tokens} is not allowed: use 1 to 8192.")
-    if not isinstance(temperature, (int, float)) or temperature != temperature or not 0 <= temperature <= 5:
-        raise OpenUniError(f"temperature {temperature} is not allowed: use 0 (greedy) to 5.")
+def check_settings(*, max_tiles: int, max_new_tokens: int, temperature: float) -> None:
+    """Raise OpenUniError, naming the value and the fix, for a captioning setting outside options.py's limits."""
+    if not isinstance(max_tiles, int) or not 1 <= max_tiles <= MAX_TILES:
+        raise OpenUniError(f"max_tiles {max_tiles} is not allowed: use 1 to {MAX_TILES} (InternVL3 uses up to 12).")
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise OpenUniError(f"max_new_tokens {max_new_tokens} is not allowed: use 1 to {MAX_NEW_TOKENS}.")
+    if (not isinstance(temperature, (int, float)) or temperature != temperature
+            or not 0 <= temperature <= MAX_TEMPERATURE):
+        raise OpenUniError(f"temperature {temperature} is not allowed: use 0 (greedy) to {MAX_TEMPERATURE:g}.")
 
 
 @torch.no_grad()
-def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_tiles: int = 12,
-            max_new_tokens: int = 512, temperature: float = 0.0, seed: int = 0, use_thumbnail: bool = True,
-            progress: Callable[[int, int], None] | None = None, interrupt: Callable[[], None] | None = None) -> str:
-    validate(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature)
+def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_tiles: int = DEFAULT_MAX_TILES,
+            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0, seed: int = 0,
+            use_thumbnail: bool = True, progress: Callable[[int, int], None] | None = None,
+            interrupt: Callable[[], None] | None = None) -> str:
+    """InternVL3 chat about one image → the answer text (stripped, special tokens removed).
+
+    image: a [H,W,C] tensor in 0..1, a PIL image or a path. temperature 0 (below options.GREEDY_BELOW) decodes
+    greedily; otherwise it samples with `seed`. progress(tokens, max_new_tokens) after each token; interrupt()
+    raises to stop. Raises OpenUniError for bad settings, text or images, and when the prompt does not fit the
+    context (checked before any image work).
+    """
+    check_settings(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature)
     question = check_user_text(tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
     pil = to_pil(image)
     # Check the prompt fits the context before any image work; generation stops at the context's end.
@@ -73,12 +84,11 @@ def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_til
     ids = torch.tensor([prompt_ids], device=device)
     im_end = tokenizer.convert_tokens_to_ids(IM_END)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end
-    # Below MIN_TEMPERATURE, logits / temperature overflow to inf; such a temperature means "greedy" anyway.
-    sample = temperature >= MIN_TEMPERATURE
+    sample = temperature >= GREEDY_BELOW
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample,
                               temperature=temperature if sample else None, top_p=None, top_k=None,
                               eos_token_id=im_end, pad_token_id=pad)
-    hooks = StoppingCriteriaList([_Hooks(ids.shape[1], max_new_tokens, progress, interrupt)])
+    hooks = StoppingCriteriaList([_ProgressAndInterrupt(ids.shape[1], max_new_tokens, progress, interrupt)])
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(int(seed) % (2**63))
         out = mllm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel_values,

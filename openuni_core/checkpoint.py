@@ -55,7 +55,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as e:
-            raise OpenUniError(f"Cannot read {path}: {e}. The file is corrupt or truncated; re-download it.") from None
+            raise OpenUniError(f"Cannot read {path}: {e}. The file is corrupt or truncated; re-download it.") from e
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
@@ -65,7 +65,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
         raise OpenUniError(f"Cannot read {path}: {str(e)[:300]}. The file is truncated or corrupt "
-                           "(an interrupted download?); delete it and download it again.") from None
+                           "(an interrupted download?); delete it and download it again.") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -122,7 +122,7 @@ def inspect_checkpoint(path) -> CheckpointInfo:
             with safe_open(str(path), framework="pt") as f:
                 state = {k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as e:
-            raise OpenUniError(f"Cannot read {path}: {e}. The file is corrupt or truncated; re-download it.") from None
+            raise OpenUniError(f"Cannot read {path}: {e}. The file is corrupt or truncated; re-download it.") from e
     else:
         state = {k: v.shape for k, v in read_state_dict(path).items()}  # .pth: memory-mapped, nothing read
     return _check_groups(path, split_groups(state, str(path)))

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OpenUniError
-from .sampling import SAMPLERS
+from .options import (ATTENTION_KERNELS, DEFAULT_CFG, DEFAULT_EDIT_NEGATIVE, DEFAULT_MAX_NEW_TOKENS,
+                      DEFAULT_MAX_TILES, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, MEMORY_POLICIES, PRECISIONS,
+                      SAMPLERS)
 
 
 def _save_png(images, out: Path) -> list[Path]:
@@ -48,13 +50,17 @@ def _resolve_paths(args) -> None:
 
 
 def _load(args):
-    from .model import load_openuni
+    from .loading import load_openuni
 
     _resolve_paths(args)
-    return load_openuni(args.checkpoint, args.mllm, args.sana, args.vae, dtype=args.dtype, device=args.device,
-                        mllm_device=getattr(args, "mllm_device", None), offload=getattr(args, "offload", "none"),
-                        attention=getattr(args, "attention", "auto"), compile=getattr(args, "compile", False),
-                        log=lambda s: print(s, file=sys.stderr))
+    model = load_openuni(args.checkpoint, args.mllm, args.sana, args.vae, dtype=args.dtype, device=args.device,
+                         mllm_device=getattr(args, "mllm_device", None), offload=getattr(args, "offload", "none"),
+                         attention=getattr(args, "attention", "auto"), log=lambda s: print(s, file=sys.stderr))
+    if getattr(args, "compile", False):
+        import torch
+
+        model.denoiser = torch.compile(model.transformer)  # shares the weights; the first run per size compiles
+    return model
 
 
 def _load_image_tensor(path: str):
@@ -67,10 +73,10 @@ def _load_image_tensor(path: str):
 
 
 def cmd_generate(args) -> int:
-    from .sampling import validate
+    from .sampling import check_settings
 
-    validate(width=args.width, height=args.height, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
-             batch_size=args.batch, strength=args.strength)
+    check_settings(width=args.width, height=args.height, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
+                   batch_size=args.batch, strength=args.strength)
     if args.image and args.edit_image:
         raise OpenUniError("Use --image (image-to-image) or --edit-image (editing), not both.")
     for f in (args.image, args.edit_image):
@@ -88,7 +94,7 @@ def cmd_generate(args) -> int:
     if args.edit_image:
         positive = model.encode_edit(_load_image_tensor(args.edit_image)[0], args.prompt)
         negative = model.encode_edit(_load_image_tensor(args.edit_image)[0], args.negative or
-                                     "Keep the image as it is.") if args.cfg != 1.0 else None
+                                     DEFAULT_EDIT_NEGATIVE) if args.cfg != 1.0 else None
     else:
         if args.cfg != 1.0:
             positive, negative = model.encode_pair(args.prompt, args.negative)
@@ -110,11 +116,11 @@ def cmd_generate(args) -> int:
 
 
 def cmd_caption(args) -> int:
-    from .captioning import validate
+    from .captioning import check_settings
     from .internvl import load_internvl
-    from .model import resolve_device, resolve_dtype
+    from .devices import resolve_device, resolve_dtype
 
-    validate(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    check_settings(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     if not Path(args.image).is_file():
         raise OpenUniError(f"Image not found: {args.image}")
     from . import captioning
@@ -122,7 +128,7 @@ def cmd_caption(args) -> int:
     device = resolve_device(args.device)
     mllm, tokenizer, info = load_internvl(args.mllm, dtype=resolve_dtype(args.dtype, device))
     mllm.to(device)
-    print(captioning.caption(mllm, tokenizer, args.image, question=args.question or captioning.DEFAULT_QUESTION,
+    print(captioning.caption(mllm, tokenizer, args.image, question=args.question,
                              max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens,
                              temperature=args.temperature, seed=args.seed, use_thumbnail=info.use_thumbnail))
     return 0
@@ -130,7 +136,7 @@ def cmd_caption(args) -> int:
 
 def cmd_demo(args) -> int:
     """Write tiny random models and run generate, edit and caption on them, fully offline."""
-    from .model import load_openuni
+    from .loading import load_openuni
     from .tiny import write_tiny_models
 
     out = Path(args.out)
@@ -168,16 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--edit-image", help="EXPERIMENTAL editing: condition on this image + the prompt as instruction")
     g.add_argument("--width", type=int, default=512)
     g.add_argument("--height", type=int, default=512)
-    g.add_argument("--steps", type=int, default=20)
-    g.add_argument("--cfg", type=float, default=4.5)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp")
+    g.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    g.add_argument("--cfg", type=float, default=DEFAULT_CFG)
+    g.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    g.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER)
     g.add_argument("--batch", type=int, default=1)
-    g.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    g.add_argument("--dtype", choices=PRECISIONS, default="auto")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (SANA and DC-AE)")
     g.add_argument("--mllm-device", default=None, help="device for InternVL3 (default: --device)")
-    g.add_argument("--offload", choices=["none", "mllm", "sequential"], default="none")
-    g.add_argument("--attention", choices=["auto", "sdpa", "flash_attention_2", "eager"], default="auto")
+    g.add_argument("--offload", choices=MEMORY_POLICIES, default="none")
+    g.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto")
     g.add_argument("--compile", action="store_true", help="torch.compile the SANA transformer (slow first run)")
     g.add_argument("--out", required=True, help="output PNG (a batch adds _00, _01 …)")
     g.add_argument("--save-latents", help="also save the final latents as .safetensors")
@@ -186,11 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mllm", required=True)
     c.add_argument("--image", required=True)
     c.add_argument("--question", default="")
-    c.add_argument("--max-tiles", type=int, default=12)
-    c.add_argument("--max-new-tokens", type=int, default=512)
+    c.add_argument("--max-tiles", type=int, default=DEFAULT_MAX_TILES)
+    c.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    c.add_argument("--dtype", choices=PRECISIONS, default="auto")
     c.add_argument("--device", default="auto")
     c.set_defaults(func=cmd_caption)
     d = sub.add_parser("demo", help="offline demo on tiny random models")

@@ -14,9 +14,7 @@ import torch
 from . import compat
 from .errors import OpenUniError
 from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE
-
-DEFAULT_NEGATIVE = "Generate an image."
-DEFAULT_EDIT_NEGATIVE = "Keep the image as it is."
+from .options import DEFAULT_NEGATIVE
 
 
 def generation_text(prompt: str) -> str:

@@ -46,7 +46,7 @@ def build_query_bridge(meta_queries: torch.Tensor, connector_sd: dict[str, torch
         intermediate = connector_sd["layers.0.mlp.fc1.weight"].shape[0]
         caption_channels = projector_sd["weight"].shape[0]
     except KeyError as e:
-        raise OpenUniError(f"{source}: connector/projector weight {e} is missing; the checkpoint is incomplete.") from None
+        raise OpenUniError(f"{source}: connector/projector weight {e} is missing; the checkpoint is incomplete.") from e
     heads = heads or max(1, hidden // HEAD_DIM)
     with torch.device("meta"):
         bridge = QueryBridge(hidden, intermediate, len(layer_ids), heads, caption_channels, meta_queries.shape[0])
@@ -56,5 +56,5 @@ def build_query_bridge(meta_queries: torch.Tensor, connector_sd: dict[str, torch
     try:
         bridge.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as e:
-        raise OpenUniError(f"{source}: connector/projector weights do not fit: {str(e)[:500]}") from None
+        raise OpenUniError(f"{source}: connector/projector weights do not fit: {str(e)[:500]}") from e
     return bridge.eval().requires_grad_(False)

@@ -1,7 +1,9 @@
-"""The one exception type the engine raises for anything a user can fix.
+"""The exceptions the engine raises for anything a user can fix.
 
 Messages name the problem and the fix; callers (the CLI, the ComfyUI nodes) show them as they are.
 """
+
+import torch
 
 
 class OpenUniError(ValueError):
@@ -12,5 +14,6 @@ class MissingModelFilesError(OpenUniError):
     """Model files are absent and downloading was not requested (or not possible)."""
 
 
-class InterruptedError_(OpenUniError):
-    """Raised by the default interrupt hook; ComfyUI passes its own exception instead."""
+class OpenUniOutOfMemoryError(torch.OutOfMemoryError, OpenUniError):
+    """The device ran out of memory. Still a `torch.OutOfMemoryError`, so hosts that recover from one (ComfyUI
+    unloads its models and tells the user) keep doing so, and an `OpenUniError` carrying the fix."""

@@ -5,6 +5,7 @@ Nothing here touches the network unless `download_variant` is called explicitly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,78 @@ from pathlib import Path
 from .errors import MissingModelFilesError, OpenUniError
 from .variants import DCAE_REPO, OPENUNI_REPO, VARIANTS, Variant
 
-# Only these files are ever fetched: the parts OpenUni uses, nothing else from the repos.
-SANA_PATTERNS = ["model_index.json", "scheduler/*", "transformer/*"]
-DCAE_PATTERNS = ["config.json", "*.safetensors"]
-MLLM_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.tiktoken", "*.model"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of an OpenUni set: how users call it, which files make it complete, what a download fetches."""
+
+    label: str
+    key_files: tuple[str, ...]  # glob patterns inside the folder; an interrupted download lacks one of them
+    downloads: tuple[str, ...]  # huggingface_hub allow_patterns: only the files OpenUni uses, nothing else
+    fetch_note: str  # what the missing-files message says comes from the repo
+
+
+PARTS = {
+    "checkpoint": Part("OpenUni checkpoint", (), (), "the file"),
+    "mllm": Part("InternVL3", ("config.json", "tokenizer_config.json", "*.safetensors"),
+                 ("*.json", "*.safetensors", "*.txt", "*.tiktoken", "*.model"), "whole repo"),
+    "sana": Part("SANA", ("transformer/config.json", "transformer/*.safetensors", "scheduler/scheduler_config.json"),
+                 ("model_index.json", "scheduler/*", "transformer/*"), "transformer/ and scheduler/"),
+    "vae": Part("DC-AE", ("config.json", "*.safetensors"), ("config.json", "*.safetensors"), "config.json + weights"),
+}
+
+
+def part_repo(part: str, variant: Variant | None) -> str:
+    """The Hugging Face repo a part of `variant` comes from (a hint for both sizes when the variant is unknown)."""
+    if part == "checkpoint":
+        return OPENUNI_REPO
+    if part == "vae":
+        return DCAE_REPO
+    if variant is None:
+        return ("OpenGVLab/InternVL3-1B (B) or OpenGVLab/InternVL3-2B (L)" if part == "mllm"
+                else "the SANA repo of your variant (see README)")
+    return variant.mllm_repo if part == "mllm" else variant.sana_repo
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """The four parts of one OpenUni set on disk. vae None: the SANA folder's own vae/."""
+
+    checkpoint: Path
+    mllm: Path
+    sana: Path
+    vae: Path | None = None
+
+    @property
+    def vae_dir(self) -> Path:
+        return self.vae if self.vae is not None else self.sana / "vae"
+
+    def items(self) -> list[tuple[str, Path]]:
+        return [("checkpoint", self.checkpoint), ("mllm", self.mllm), ("sana", self.sana), ("vae", self.vae_dir)]
+
+    def fingerprint(self) -> str:
+        """Changes when any part is replaced or rewritten: the identity of a loaded model (its conditioning is only
+        valid for the same files) and the key of hosts' model caches."""
+        h = hashlib.sha256()
+        for _, path in self.items():
+            h.update(file_stamp(path).encode())
+        return h.hexdigest()[:16]
+
+
+def file_stamp(path: Path) -> str:
+    """resolved path | size | mtime of a file, or of a folder's config.json (transformer/config.json for SANA)."""
+    path = Path(path)
+    target = path
+    for inner in ("config.json", "transformer/config.json"):
+        if path.is_dir() and (path / inner).is_file():
+            target = path / inner
+            break
+    try:
+        st = target.stat()
+        return f"{target.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        return f"{path}|missing"
 
 
 @dataclass(frozen=True)
@@ -39,13 +108,12 @@ class Layout:
 
 @dataclass(frozen=True)
 class Missing:
-    part: str
+    part: str  # a PARTS key
     path: Path
     repo: str
-    files: str
 
     def line(self) -> str:
-        return f"- {self.part}: {self.path}  ←  {self.repo} ({self.files})"
+        return f"- {PARTS[self.part].label}: {self.path}  ←  {self.repo} ({PARTS[self.part].fetch_note})"
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -55,7 +123,7 @@ def read_json(path: Path, what: str) -> dict:
         raise OpenUniError(f"{what}: {Path(path).name} is missing in {Path(path).parent}. "
                            "The folder is incomplete; re-download it.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise OpenUniError(f"{what}: {path} is not valid JSON ({e}); re-download it.") from None
+        raise OpenUniError(f"{what}: {path} is not valid JSON ({e}); re-download it.") from e
 
 
 def sana_transformer_config(sana_dir) -> dict:
@@ -88,45 +156,34 @@ def vae_config(vae_dir) -> dict:
     return cfg
 
 
-# The files without which a part is not there yet (an interrupted download leaves a folder holding only
-# huggingface_hub's .cache/ or a config without weights: that part must still count as missing).
-KEY_FILES = {
-    "InternVL3": ("config.json", "tokenizer_config.json", "*.safetensors"),
-    "SANA": ("transformer/config.json", "transformer/*.safetensors", "scheduler/scheduler_config.json"),
-    "DC-AE": ("config.json", "*.safetensors"),
-}
-
-
 def part_complete(part: str, path: Path) -> bool:
+    """Whether a part's file or folder is there with its key files (an interrupted download leaves a folder holding
+    only huggingface_hub's .cache/ or a config without weights: that part still counts as missing)."""
     path = Path(path)
-    if part == "OpenUni checkpoint":
+    if part == "checkpoint":
         return path.is_file() and path.stat().st_size > 0
-    return path.is_dir() and all(any(p.is_file() for p in path.glob(pattern)) for pattern in KEY_FILES[part])
+    return path.is_dir() and all(any(p.is_file() for p in path.glob(g)) for g in PARTS[part].key_files)
 
 
 def guess_variant(checkpoint_name: str) -> Variant | None:
+    """The released variant whose checkpoint file has this name, else None."""
     for v in VARIANTS.values():
         if Path(checkpoint_name).name in v.checkpoints:
             return v
     return None
 
 
-def _parts(checkpoint: Path, mllm: Path, sana: Path, vae: Path, mllm_repo: str, sana_repo: str) -> list[Missing]:
-    """The four parts of a set, each with where it goes and where it comes from."""
-    return [
-        Missing("OpenUni checkpoint", checkpoint, OPENUNI_REPO, checkpoint.name),
-        Missing("InternVL3", mllm, mllm_repo, "whole repo"),
-        Missing("SANA", sana, sana_repo, "transformer/ and scheduler/"),
-        Missing("DC-AE", vae, DCAE_REPO, "config.json + weights"),
-    ]
+def _wanted(paths: ModelPaths, variant: Variant | None) -> list[Missing]:
+    return [Missing(part, path, part_repo(part, variant)) for part, path in paths.items()]
 
 
 def missing_parts(variant: Variant, layout: Layout, checkpoint: str | None = None, *, mllm=None, sana=None,
                   vae=None) -> list[Missing]:
-    parts = _parts(layout.checkpoint(checkpoint or variant.checkpoints[-1]),
-                   Path(mllm or layout.mllm(variant.mllm_repo)), Path(sana or layout.sana(variant.sana_repo)),
-                   Path(vae or layout.vae()), variant.mllm_repo, variant.sana_repo)
-    return [m for m in parts if not part_complete(m.part, m.path)]
+    """The parts of `variant` not complete where the caller resolved them (else in `layout`'s standard places)."""
+    paths = ModelPaths(layout.checkpoint(checkpoint or variant.checkpoints[-1]),
+                       Path(mllm or layout.mllm(variant.mllm_repo)), Path(sana or layout.sana(variant.sana_repo)),
+                       Path(vae or layout.vae()))
+    return [m for m in _wanted(paths, variant) if not part_complete(m.part, m.path)]
 
 
 def missing_error(missing: list[Missing], variant: Variant | None) -> MissingModelFilesError:
@@ -138,16 +195,18 @@ def missing_error(missing: list[Missing], variant: Variant | None) -> MissingMod
     )
 
 
-def check_present(checkpoint: Path, mllm: Path, sana: Path, vae: Path) -> None:
+def check_present(paths: ModelPaths) -> None:
     """Absent parts (no checkpoint file; no folder, or one holding only hidden entries such as an interrupted
     download's .cache/) → one error listing each with its repo id and where it goes. A folder that is there
     but lacks files gets its own error from the config/weight readers, naming the file."""
-    variant = guess_variant(checkpoint.name)
-    mllm_repo = variant.mllm_repo if variant else "OpenGVLab/InternVL3-1B (B) or OpenGVLab/InternVL3-2B (L)"
-    sana_repo = variant.sana_repo if variant else "the SANA repo of your variant (see README)"
-    parts = _parts(checkpoint, mllm, sana, vae, mllm_repo, sana_repo)
-    missing = [m for m in parts if not (m.path.is_file() if m.part == "OpenUni checkpoint" else m.path.is_dir()
-                                        and any(p.name[0] != "." for p in m.path.iterdir()))]
+    variant = guess_variant(paths.checkpoint.name)
+
+    def absent(m: Missing) -> bool:
+        if m.part == "checkpoint":
+            return not m.path.is_file()
+        return not (m.path.is_dir() and any(p.name[0] != "." for p in m.path.iterdir()))
+
+    missing = [m for m in _wanted(paths, variant) if absent(m)]
     if missing:
         raise missing_error(missing, variant)
 
@@ -174,13 +233,12 @@ def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = 
         layout.root.mkdir(parents=True, exist_ok=True)
         for m in todo:
             log(f"[OpenUni] downloading {m.repo} → {m.path}")
-            if m.part == "OpenUni checkpoint":
+            if m.part == "checkpoint":
                 hf_hub_download(OPENUNI_REPO, name, local_dir=str(layout.root))
             else:
-                patterns = {"InternVL3": MLLM_PATTERNS, "SANA": SANA_PATTERNS, "DC-AE": DCAE_PATTERNS}[m.part]
-                snapshot_download(m.repo, local_dir=str(m.path), allow_patterns=patterns)
+                snapshot_download(m.repo, local_dir=str(m.path), allow_patterns=list(PARTS[m.part].downloads))
     except Exception as e:  # network errors come in many types (requests, httpx, hub's own)
         raise MissingModelFilesError(
             f"Download failed ({type(e).__name__}: {str(e)[:300]}). Check the network, or fetch the files by hand:\n"
             + "\n".join(m.line() for m in missing_parts(variant, layout, name, mllm=mllm, sana=sana, vae=vae))
-        ) from None
+        ) from e

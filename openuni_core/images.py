@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from .errors import OpenUniError
+from .options import MAX_IMAGE_PIXELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MAX_PIXELS = 8192 * 8192
 
 
 def to_pil(image) -> Image.Image:
@@ -21,7 +21,7 @@ def to_pil(image) -> Image.Image:
             check_size(image)  # from the header, before decoding the pixels
             image.load()
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise OpenUniError(f"Cannot read image {image}: {e}") from None
+            raise OpenUniError(f"Cannot read image {image}: {e}") from e
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise OpenUniError("The image is empty (0 pixels).")
@@ -37,8 +37,8 @@ def to_pil(image) -> Image.Image:
         t = t[..., None]
     if t.ndim != 3 or t.shape[-1] not in (1, 3, 4) or t.shape[0] < 1 or t.shape[1] < 1:
         raise OpenUniError(f"Expected one image as [height, width, channels] with 1, 3 or 4 channels, got {list(t.shape)}.")
-    if t.shape[0] * t.shape[1] > MAX_PIXELS:  # from the shape, before any copy
-        raise OpenUniError(f"The image is {t.shape[1]}×{t.shape[0]}; images above {MAX_PIXELS // 1_000_000} MP are "
+    if t.shape[0] * t.shape[1] > MAX_IMAGE_PIXELS:  # from the shape, before any copy
+        raise OpenUniError(f"The image is {t.shape[1]}×{t.shape[0]}; images above {MAX_IMAGE_PIXELS // 1_000_000} MP are "
                            "refused. Downscale it first.")
     t = t.float().cpu()
     if not torch.isfinite(t).all():
@@ -52,8 +52,8 @@ def to_pil(image) -> Image.Image:
 
 
 def check_size(image: Image.Image) -> None:
-    if image.width * image.height > MAX_PIXELS:
-        raise OpenUniError(f"The image is {image.width}×{image.height}; images above {MAX_PIXELS // 1_000_000} MP are "
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise OpenUniError(f"The image is {image.width}×{image.height}; images above {MAX_IMAGE_PIXELS // 1_000_000} MP are "
                            "refused. Downscale it first.")
 
 

@@ -8,7 +8,6 @@ the native names. The `-hf` format is loaded by transformers directly.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Inter
 
 from . import compat
 from .errors import OpenUniError
+from .files import read_json
 
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -45,22 +45,13 @@ class InternVLInfo:
     raw_config: dict
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OpenUniError(f"{what}: {path.name} is missing in {path.parent}. Is this a complete model folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise OpenUniError(f"{what}: {path} is not valid JSON ({e}). Re-download the file.") from None
-
-
 def inspect_internvl_folder(path) -> InternVLInfo:
     """Read only the config: which format, how wide the LLM is. Cheap; done before any weights load."""
     path = Path(path)
     if not path.is_dir():
         raise OpenUniError(f"InternVL3 folder not found: {path}. Put the InternVL3 model folder there "
                            "(e.g. OpenGVLab/InternVL3-1B) or pick another one.")
-    cfg = _read_json(path / "config.json", f"InternVL3 folder {path}")
+    cfg = read_json(path / "config.json", f"InternVL3 folder {path}")
     if "llm_config" in cfg and "vision_config" in cfg:
         fmt, llm = "original", cfg["llm_config"]
     elif "text_config" in cfg and "vision_config" in cfg and cfg.get("model_type") == "internvl":
@@ -225,7 +216,7 @@ def load_into(model: InternVLForConditionalGeneration, grouped: dict[str, dict[s
         try:
             result = module.load_state_dict(sd, strict=strict, assign=assign)
         except RuntimeError as e:
-            raise OpenUniError(f"{source}: weights do not fit the InternVL3 model's {name}: {str(e)[:600]}") from None
+            raise OpenUniError(f"{source}: weights do not fit the InternVL3 model's {name}: {str(e)[:600]}") from e
         if not strict and result.unexpected_keys:
             raise OpenUniError(f"{source}: unknown {name} weights {result.unexpected_keys[:3]}.")
 
@@ -239,14 +230,14 @@ def _read_safetensors(files: list[Path], dtype: torch.dtype) -> dict[str, torch.
                     t = fh.get_tensor(k)
                     out[k] = t if t.dtype == dtype or not t.is_floating_point() else t.to(dtype)
         except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-            raise OpenUniError(f"Cannot read {f}: {e}. The file is corrupt or incomplete; re-download it.") from None
+            raise OpenUniError(f"Cannot read {f}: {e}. The file is corrupt or incomplete; re-download it.") from e
     return out
 
 
 def load_tokenizer(path):
     """Load with the class tokenizer_config.json names, never via Auto* (which would ask to run remote code)."""
     path = Path(path)
-    tcfg = _read_json(path / "tokenizer_config.json", f"InternVL3 tokenizer in {path}")
+    tcfg = read_json(path / "tokenizer_config.json", f"InternVL3 tokenizer in {path}")
     name = tcfg.get("tokenizer_class") or "Qwen2TokenizerFast"
     base = name[:-4] if name.endswith("Fast") else name
     cls = getattr(transformers, base + "Fast", None) or getattr(transformers, base, None)
@@ -255,7 +246,7 @@ def load_tokenizer(path):
     try:
         tok = cls.from_pretrained(str(path))
     except Exception as e:
-        raise OpenUniError(f"Cannot load the tokenizer in {path}: {e}") from None
+        raise OpenUniError(f"Cannot load the tokenizer in {path}: {e}") from e
     vocab = tok.get_vocab()
     missing = [t for t in REQUIRED_TOKENS if t not in vocab]
     if missing:

@@ -1,8 +1,11 @@
-"""SANA flow-matching sampling, step for step what diffusers' SanaPipeline does (DESIGN §4).
+"""SANA flow-matching sampling, step for step what diffusers' SanaPipeline does with its DPM-Solver++ scheduler
+(and the flow-matching Euler scheduler SANA was trained with).
 
-We keep our own dozen-line loop rather than calling SanaPipeline because the pipeline wants a text
-encoder/tokenizer, re-concatenates conditioning each step and offers no interrupt hook; the
-schedulers themselves are diffusers', built from the SANA folder's scheduler config.
+Why our own dozen-line loop instead of calling SanaPipeline: the pipeline has no image-to-image start point
+(`strength`), so img2img and upscale refinement need a loop of their own anyway; and we wrap the transformer's
+conditioning-only projections in a per-call memo (reuse.py) that must live exactly as long as one sampling
+call. The schedulers are diffusers' own, built from the SANA folder's scheduler config, and tests hold this
+loop to SanaPipeline's output on the same weights and noise.
 """
 
 from __future__ import annotations
@@ -13,36 +16,54 @@ from typing import Callable
 import torch
 
 from .errors import OpenUniError
+from .options import (LATENT_CHANNELS, MAX_BATCH, MAX_CFG, MAX_SIDE, MAX_STEPS, MIN_SIDE, SAMPLERS,
+                      SPATIAL_COMPRESSION)
 from .reuse import constant_conditioning
 
-SAMPLERS = {"dpmpp": "DPM-Solver++ (reference)", "euler": "Flow-matching Euler"}
-MAX_SIDE = 4096
-MAX_STEPS = 1000
-LATENT_CHANNELS = 32
-SCALE = 32
 
-
-def validate(*, width: int, height: int, steps: int, cfg: float, sampler: str, batch_size: int = 1,
-             strength: float = 1.0) -> None:
-    """Every sampling argument checked up front, before any heavy work."""
+def check_settings(*, width: int, height: int, steps: int, cfg: float, sampler: str, batch_size: int = 1,
+                   strength: float = 1.0) -> None:
+    """Raise OpenUniError, naming the value and the fix, for any sampling setting outside options.py's limits."""
     for name, v in (("width", width), ("height", height)):
-        if not isinstance(v, int) or v < SCALE or v > MAX_SIDE or v % SCALE:
-            near = max(SCALE, min(MAX_SIDE, round(v / SCALE) * SCALE)) if isinstance(v, (int, float)) else 512
-            raise OpenUniError(f"{name} {v} is not allowed: it must be a multiple of {SCALE} between {SCALE} and "
-                               f"{MAX_SIDE} (DC-AE works on 32×32 pixel blocks). Try {near}.")
+        check_side(name, v)
     if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         raise OpenUniError(f"steps {steps} is not allowed: use 1 to {MAX_STEPS} (the reference uses 20).")
-    if not isinstance(cfg, (int, float)) or cfg != cfg or cfg < 0 or cfg > 100:
-        raise OpenUniError(f"cfg {cfg} is not allowed: use 0 to 100 (1 disables guidance; the reference uses 4.5).")
+    if not isinstance(cfg, (int, float)) or cfg != cfg or cfg < 0 or cfg > MAX_CFG:
+        raise OpenUniError(f"cfg {cfg} is not allowed: use 0 to {MAX_CFG:g} (1 disables guidance; the reference uses 4.5).")
     if sampler not in SAMPLERS:
         raise OpenUniError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= 64:
-        raise OpenUniError(f"batch_size {batch_size} is not allowed: use 1 to 64.")
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        raise OpenUniError(f"batch_size {batch_size} is not allowed: use 1 to {MAX_BATCH}.")
     if not isinstance(strength, (int, float)) or not 0 < strength <= 1:
         raise OpenUniError(f"denoise/strength {strength} is not allowed: it must be above 0 and at most 1.")
+    if strength < 1 and int(steps * strength) < 1:
+        raise OpenUniError(f"denoise {strength} leaves no step to run out of {steps}; raise denoise or steps.")
+
+
+def check_side(name: str, v) -> None:
+    """One image side: a multiple of SPATIAL_COMPRESSION within [MIN_SIDE, MAX_SIDE]; the message suggests the nearest."""
+    step = SPATIAL_COMPRESSION
+    if not isinstance(v, int) or isinstance(v, bool) or v < MIN_SIDE or v > MAX_SIDE or v % step:
+        near = max(MIN_SIDE, min(MAX_SIDE, round(v / step) * step)) if isinstance(v, (int, float)) and v == v else 512
+        raise OpenUniError(f"{name} {v} is not allowed: it must be a multiple of {step} between {MIN_SIDE} and "
+                           f"{MAX_SIDE} (DC-AE works on {step}×{step} pixel blocks). Try {near}.")
+
+
+def check_latents(latents: torch.Tensor, *, what: str = "latent") -> None:
+    """Raise OpenUniError unless `latents` is a non-empty, finite [B, 32, h, w] tensor."""
+    if latents.numel() == 0:
+        raise OpenUniError(f"The {what} is empty (shape {list(latents.shape)}); it must hold at least one image. "
+                           "Connect a latent that holds images (e.g. from OpenUni VAE Encode).")
+    if latents.ndim != 4 or latents.shape[1] != LATENT_CHANNELS:
+        raise OpenUniError(f"The {what} has shape {list(latents.shape)}; OpenUni (DC-AE f32c32) latents are "
+                           f"[batch, {LATENT_CHANNELS}, height/32, width/32]. Was it made by another model's VAE?")
+    if not torch.isfinite(latents).all():
+        raise OpenUniError(f"The {what} contains NaN or infinite values; it cannot be sampled from.")
 
 
 def make_scheduler(sampler: str, scheduler_config: dict):
+    """diffusers' DPMSolverMultistepScheduler from the SANA folder's config ("dpmpp"), or the flow-matching Euler
+    scheduler with the same shift ("euler")."""
     from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
     if sampler == "dpmpp":
@@ -57,14 +78,9 @@ def initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=gen, dtype=torch.float32)
 
 
-def check_latents(latents: torch.Tensor, *, what: str = "latent") -> None:
-    if latents.numel() == 0:
-        raise OpenUniError(f"The {what} is empty (shape {list(latents.shape)}); it must hold at least one image.")
-    if latents.ndim != 4 or latents.shape[1] != LATENT_CHANNELS:
-        raise OpenUniError(f"The {what} has shape {list(latents.shape)}; OpenUni (DC-AE f32c32) latents are "
-                           f"[batch, {LATENT_CHANNELS}, height/32, width/32]. Was it made by another model's VAE?")
-    if not torch.isfinite(latents).all():
-        raise OpenUniError(f"The {what} contains NaN or infinite values; it cannot be sampled from.")
+def first_step(steps: int, strength: float) -> int:
+    """Image-to-image skips the first steps of the schedule: the index of the first step that runs."""
+    return steps - int(steps * strength) if strength < 1 else 0
 
 
 @torch.no_grad()
@@ -72,12 +88,14 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
            width: int, height: int, steps: int, cfg: float, seed: int, sampler: str = "dpmpp", batch_size: int = 1,
            init_latents: torch.Tensor | None = None, strength: float = 1.0, noise: torch.Tensor | None = None,
            progress: Callable[[int, int], None] | None = None, interrupt: Callable[[], None] | None = None) -> torch.Tensor:
-    """Return final latents [B,32,H/32,W/32] (float32, on the transformer's device).
+    """Return final latents [P·batch_size, 32, height/32, width/32] (float32, on the transformer's device, scaled
+    as the diffusion model sees them).
 
-    positive: [P,256,C] query conditioning; the batch is P × batch_size images. negative: [1 or P,256,C].
-    init_latents/strength: image-to-image — start from those latents noised to `strength`.
+    positive: [P,256,C] query conditioning; negative: [1 or P,256,C] or None (no guidance). init_latents
+    [1 or P·batch_size,32,h,w] / strength in (0,1]: image-to-image, starting from those latents noised to the
+    schedule's sigma at step `first_step(steps, strength)`. Arguments are trusted: OpenUniModel.check_inputs
+    checked them. progress(i, n) after each step; interrupt() before each (it raises to stop).
     """
-    validate(width=width, height=height, steps=steps, cfg=cfg, sampler=sampler, batch_size=batch_size, strength=strength)
     device, dtype = transformer.device, transformer.dtype
     use_cfg = cfg != 1.0 and negative is not None
 
@@ -86,9 +104,6 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
     n = cond.shape[0]
     if use_cfg:
         neg = negative.expand(n, -1, -1) if negative.shape[0] == 1 else negative.repeat_interleave(batch_size, 0)
-        if neg.shape[0] != n:
-            raise OpenUniError(f"Negative conditioning has {negative.shape[0]} rows for {positive.shape[0]} prompts; "
-                               "give one negative, or one per prompt.")
         cond = torch.cat([neg, cond])
     cond = cond.to(device=device, dtype=dtype)
     mask = torch.ones(cond.shape[:2], device=device, dtype=torch.long)
@@ -96,31 +111,18 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
     # 2. Timesteps; image-to-image starts part-way along them.
     scheduler = make_scheduler(sampler, scheduler_config)
     scheduler.set_timesteps(steps, device=device)
-    timesteps = scheduler.timesteps
-    start = 0
-    if init_latents is not None:
-        start = steps - int(steps * strength)
-        if start >= steps:
-            raise OpenUniError(f"denoise {strength} leaves no step to run out of {steps}; raise denoise or steps.")
-        timesteps = timesteps[start * scheduler.order:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(start * scheduler.order)
+    start = first_step(steps, strength) if init_latents is not None else 0
+    timesteps = scheduler.timesteps[start * scheduler.order:]
+    if start and hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start * scheduler.order)
 
     # 3. Initial latents: CPU noise (seeded), noised init latents for image-to-image.
-    shape = (n, LATENT_CHANNELS, height // SCALE, width // SCALE)
-    if noise is None:
-        noise = initial_noise(seed, shape)
-    latents = noise.to(device)
+    shape = (n, LATENT_CHANNELS, height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
+    latents = (initial_noise(seed, shape) if noise is None else noise).to(device)
     if init_latents is not None:
-        check_latents(init_latents)
-        x0 = init_latents.to(device=device, dtype=torch.float32)
-        if x0.shape[-2:] != shape[-2:]:
-            raise OpenUniError(f"The input latent is {x0.shape[-1] * SCALE}×{x0.shape[-2] * SCALE} pixels but "
-                               f"{width}×{height} was asked; use the latent's size.")
-        if x0.shape[0] not in (1, n):
-            raise OpenUniError(f"The input latent holds {x0.shape[0]} images for a batch of {n}.")
+        x0 = init_latents.to(device=device, dtype=torch.float32).expand(n, -1, -1, -1)
         sigma = scheduler.sigmas[start * scheduler.order].to(device=device, dtype=torch.float32)
-        latents = (1.0 - sigma) * x0.expand(n, -1, -1, -1) + sigma * latents
+        latents = (1.0 - sigma) * x0 + sigma * latents
 
     # 4. Denoising loop (conditioning projections computed once, see reuse.py).
     t_scale = float(getattr(transformer.config, "timestep_scale", 1.0))

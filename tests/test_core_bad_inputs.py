@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from openuni_core import model as model_mod
+from openuni_core import loading as model_mod
 from openuni_core.errors import MissingModelFilesError, OpenUniError
 from openuni_core.files import Layout, download_variant, missing_error, missing_parts
-from openuni_core.model import load_openuni
+from openuni_core.loading import load_openuni
 from openuni_core.variants import VARIANTS
 
 
@@ -193,7 +193,7 @@ def test_missing_files_offline_lists_files_repos_and_places(tmp_path, monkeypatc
     variant = VARIANTS["OpenUni-B-512"]
     layout = Layout(tmp_path / "models" / "openuni")
     missing = missing_parts(variant, layout)
-    assert [m.part for m in missing] == ["OpenUni checkpoint", "InternVL3", "SANA", "DC-AE"]
+    assert [m.part for m in missing] == ["checkpoint", "mllm", "sana", "vae"]
     msg = str(missing_error(missing, variant))
     for text in ("wusize/openuni", "OpenGVLab/InternVL3-1B", "Efficient-Large-Model/Sana_600M_512px_diffusers",
                  "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers", str(layout.root / "mllm" / "InternVL3-1B"),

@@ -97,7 +97,7 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
     import contextlib
 
     from openuni_core import model as model_mod
-    from openuni_core.model import load_openuni
+    from openuni_core.loading import load_openuni
 
     m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu",
                      offload=policy)

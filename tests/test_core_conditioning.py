@@ -3,6 +3,7 @@
 import torch
 
 from openuni_core import conditioning
+from probes import counting_llm_forwards
 from openuni_core.internvl import IMG_CONTEXT
 
 
@@ -43,17 +44,17 @@ def test_encode_matches_independent_math_and_batching_is_exact(model):
 
 
 def test_default_negative_is_computed_once_per_model(model):
-    before = model.llm_forwards
-    n1 = model.encode_negative("")
-    n2 = model.encode_negative(None)
+    with counting_llm_forwards(model) as n:
+        n1 = model.encode_negative("")
+        n2 = model.encode_negative(None)
     assert torch.equal(n1.embeds, n2.embeds)
-    assert model.llm_forwards - before <= 1
-    after = model.llm_forwards
-    model.encode_negative("")
-    pos = model.encode_prompt("a tree")
-    model.sample(pos, width=32, height=32, steps=1, cfg=2.0, seed=0)
-    model.sample(pos, width=32, height=32, steps=1, cfg=2.0, seed=1)
-    assert model.llm_forwards - after <= 1  # only the new prompt; negative and repeat prompt cached
+    assert n[0] <= 1
+    with counting_llm_forwards(model) as n:
+        model.encode_negative("")
+        pos = model.encode_prompt("a tree")
+        model.sample(pos, width=32, height=32, steps=1, cfg=2.0, seed=0)
+        model.sample(pos, width=32, height=32, steps=1, cfg=2.0, seed=1)
+    assert n[0] <= 1  # only the new prompt; negative and repeat prompt cached
 
 
 def test_cfg_one_skips_the_negative_branch(model, monkeypatch):
@@ -66,12 +67,12 @@ def test_cfg_one_skips_the_negative_branch(model, monkeypatch):
         return orig(x, **kw)
 
     monkeypatch.setattr(model.transformer, "forward", spy)
-    before = model.llm_forwards
-    model._cache.clear()
-    pos = model.encode_prompt("a lake")
-    model.sample(pos, None, width=32, height=32, steps=2, cfg=1.0, seed=0)
+    model.prompts.cache.clear()
+    with counting_llm_forwards(model) as n:
+        pos = model.encode_prompt("a lake")
+        model.sample(pos, None, width=32, height=32, steps=2, cfg=1.0, seed=0)
     assert calls == [1, 1]
-    assert model.llm_forwards - before == 1  # no negative encoded
+    assert n[0] == 1  # no negative encoded
 
 
 def test_edit_conditioning_uses_the_image(model):
@@ -90,14 +91,15 @@ def test_edit_prompt_holds_256_image_tokens(model):
 
 
 def test_encode_pair_is_one_llm_batch_and_equals_separate_encodes(tiny):
-    from openuni_core.model import load_openuni
+    from openuni_core.loading import load_openuni
 
     m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
-    pos, neg = m.encode_pair("a blue house", "blurry")
-    assert m.llm_forwards == 1 and neg.texts == ["Generate an image: blurry"]
-    m._cache.clear()
+    with counting_llm_forwards(m) as n:
+        pos, neg = m.encode_pair("a blue house", "blurry")
+    assert n[0] == 1 and neg.texts == ["Generate an image: blurry"]
+    m.prompts.cache.clear()
     assert (m.encode_prompt("a blue house").embeds - pos.embeds).abs().max() < 1e-5
     assert (m.encode_negative("blurry").embeds - neg.embeds).abs().max() < 1e-5
-    before = m.llm_forwards
-    m.encode_pair("a blue house", "blurry")
-    assert m.llm_forwards == before  # repeat: zero LLM forwards
+    with counting_llm_forwards(m) as n:
+        m.encode_pair("a blue house", "blurry")
+    assert n[0] == 0  # repeat: zero LLM forwards

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from openuni_core.checkpoint import load_openuni_checkpoint
-from openuni_core.model import load_openuni
+from openuni_core.loading import load_openuni
 
 
 def test_original_and_hf_folders_give_the_same_conditioning(tiny, model):
@@ -176,18 +176,19 @@ def test_devices_and_offload_policies_place_parts(tiny, monkeypatch):
     is streamed in from CPU RAM for each use (and how: the MLLM encodes layer by layer, captions whole)."""
     import contextlib
 
-    from openuni_core import model as model_mod
+    from openuni_core import placement as placement_mod
 
     m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu",
                      mllm_device="cpu", offload="mllm")
+    p = m.placement
     moves, streamed, asked = [], [], []
     fake = torch.device("cuda", 0)
-    monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+    monkeypatch.setattr(p, "devices", {"mllm": fake, "sana": fake, "vae": fake})
 
     def fake_move(part, dev):
-        if m._where.get(part) != dev:
+        if p._where.get(part) != dev:
             moves.append((part, str(dev)))
-            m._where[part] = dev
+            p._where[part] = dev
 
     names = {id(m.mllm): "mllm", id(m.bridge): "bridge", id(m.transformer): "sana", id(m.vae): "vae"}
 
@@ -196,32 +197,32 @@ def test_devices_and_offload_policies_place_parts(tiny, monkeypatch):
         streamed.append((str(dev), [names[id(x)] for x in whole], [names[id(x)] for x in per_layer]))
         yield
 
-    monkeypatch.setattr(m, "_move", fake_move)
-    monkeypatch.setattr(model_mod, "weights_on", fake_weights_on)
-    m.request_memory = lambda n, dev: asked.append(n)
-    m._where = {"mllm": model_mod.CPU, "sana": fake, "vae": fake}
-    monkeypatch.setattr(m, "_free_bytes", lambda dev: 1 << 50)  # a roomy stand-in device
-    with m._use("mllm", "test", per_layer=True):  # encoding
+    monkeypatch.setattr(p, "_move", fake_move)
+    monkeypatch.setattr(placement_mod, "weights_on", fake_weights_on)
+    p.request_memory = lambda n, dev: asked.append(n)
+    p._where = {"mllm": placement_mod.CPU, "sana": fake, "vae": fake}
+    monkeypatch.setattr(p, "_free_bytes", lambda dev: 1 << 50)  # a roomy stand-in device
+    with p.use("mllm", "test", per_layer=True):  # encoding
         pass
-    with m._use("mllm", "test"):  # captioning
+    with p.use("mllm", "test"):  # captioning
         pass
-    with m._use("sana", "test"):
+    with p.use("sana", "test"):
         pass
     assert moves == []  # the MLLM stays in CPU RAM, SANA stays on the device
     assert streamed == [("cuda:0", ["bridge"], ["mllm"]), ("cuda:0", ["mllm", "bridge"], [])]
     bridge_bytes = sum(p.numel() * p.element_size() for p in m.bridge.parameters())
-    assert asked == [bridge_bytes + model_mod.largest_layer_bytes(m.mllm, m.embedding_tables()), m.part_bytes("mllm")]
+    assert asked == [bridge_bytes + placement_mod.largest_layer_bytes(m.mllm, m.embedding_tables()), p.part_bytes("mllm")]
     assert asked[0] < asked[1]
     streamed.clear()
-    m.offload = "sequential"
+    p.policy = "sequential"
     for _ in range(2):
-        with m._use("sana", "test"):
+        with p.use("sana", "test"):
             pass
     assert moves == [("sana", "cpu")] and streamed == [("cuda:0", ["sana"], [])] * 2
     moves.clear()
-    m.offload = "none"
-    m._where = {"mllm": model_mod.CPU, "sana": model_mod.CPU, "vae": model_mod.CPU}  # after offload_all()
-    with m._use("vae", "test"):
+    p.policy = "none"
+    p._where = {"mllm": placement_mod.CPU, "sana": placement_mod.CPU, "vae": placement_mod.CPU}  # after offload_all()
+    with p.use("vae", "test"):
         pass
     assert moves == [("vae", "cuda:0")]  # comes back and stays
 
@@ -231,41 +232,42 @@ def test_a_whole_part_that_does_not_fit_parks_the_resident_parts_first(tiny, mon
     they are parked on the CPU (the smaller DC-AE first, then SANA) and come back on their next use."""
     import contextlib
 
-    from openuni_core import model as model_mod
+    from openuni_core import placement as placement_mod
 
     m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu",
                      offload="mllm")
+    p = m.placement
     fake = torch.device("cuda", 0)
-    monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+    monkeypatch.setattr(p, "devices", {"mllm": fake, "sana": fake, "vae": fake})
     moves = []
 
     def fake_move(part, dev):
-        if m._where.get(part) != dev:
+        if p._where.get(part) != dev:
             moves.append((part, str(dev)))
-            m._where[part] = dev
+            p._where[part] = dev
 
-    monkeypatch.setattr(m, "_move", fake_move)
-    monkeypatch.setattr(model_mod, "weights_on", lambda dev, **k: contextlib.nullcontext())
-    m._where = {"mllm": model_mod.CPU, "sana": fake, "vae": fake}
-    need = m.part_bytes("mllm") * 1.1 + (256 << 20)
+    monkeypatch.setattr(p, "_move", fake_move)
+    monkeypatch.setattr(placement_mod, "weights_on", lambda dev, **k: contextlib.nullcontext())
+    p._where = {"mllm": placement_mod.CPU, "sana": fake, "vae": fake}
+    need = p.part_bytes("mllm") * 1.1 + (256 << 20)
 
-    monkeypatch.setattr(m, "_free_bytes", lambda dev: int(need) + 1)  # fits: nothing moves
-    with m._use("mllm", "captioning"):
+    monkeypatch.setattr(p, "_free_bytes", lambda dev: int(need) + 1)  # fits: nothing moves
+    with p.use("mllm", "captioning"):
         pass
     assert moves == []
 
-    monkeypatch.setattr(m, "_free_bytes", lambda dev: int(need) - m.part_bytes("vae") + 1)  # DC-AE's room suffices
-    with m._use("mllm", "captioning"):
+    monkeypatch.setattr(p, "_free_bytes", lambda dev: int(need) - p.part_bytes("vae") + 1)  # DC-AE's room suffices
+    with p.use("mllm", "captioning"):
         pass
     assert moves == [("vae", "cpu")]
     moves.clear()
-    with m._use("vae", "decoding"):
+    with p.use("vae", "decoding"):
         pass
     assert moves == [("vae", "cuda:0")]
     moves.clear()
 
-    monkeypatch.setattr(m, "_free_bytes", lambda dev: 0)  # nothing fits: both go, the MLLM itself stays offloaded
-    with m._use("mllm", "captioning"):
+    monkeypatch.setattr(p, "_free_bytes", lambda dev: 0)  # nothing fits: both go, the MLLM itself stays offloaded
+    with p.use("mllm", "captioning"):
         pass
     assert moves == [("vae", "cpu"), ("sana", "cpu")]
 
@@ -273,6 +275,7 @@ def test_a_whole_part_that_does_not_fit_parks_the_resident_parts_first(tiny, mon
 @pytest.mark.parametrize("dtype", ["fp16"])
 def test_fp16_load_and_sample(tiny, dtype):
     m = load_openuni(tiny.checkpoint_safetensors, tiny.mllm_hf, tiny.sana, tiny.vae, dtype=dtype, device="cpu")
+    p = m.placement
     assert m.transformer.dtype == torch.float16 and m.mllm.dtype == torch.float16
     lat = m.sample(m.encode_prompt("x"), width=32, height=32, steps=2, cfg=2.0, seed=0)
     assert torch.isfinite(lat).all()
@@ -280,21 +283,22 @@ def test_fp16_load_and_sample(tiny, dtype):
 
 def test_request_memory_hook_runs_before_moving_onto_an_accelerator(tiny, monkeypatch):
     m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+    p = m.placement
     asked = []
-    m.request_memory = lambda n, dev: asked.append((n, str(dev)))
+    p.request_memory = lambda n, dev: asked.append((n, str(dev)))
     fake = torch.device("cuda", 0)
-    monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+    monkeypatch.setattr(p, "devices", {"mllm": fake, "sana": fake, "vae": fake})
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)  # no real GPU here
-    with m._use("vae", "test"):
+    with p.use("vae", "test"):
         pass
-    assert asked == [(m.part_bytes("vae"), "cuda:0")] and m.part_bytes("vae") > 0
-    assert m.placement()["vae"] == "cuda:0" and m.on_accelerator()
+    assert asked == [(p.part_bytes("vae"), "cuda:0")] and p.part_bytes("vae") > 0
+    assert p.where()["vae"] == "cuda:0" and p.on_accelerator()
 
 
 def test_inspect_reads_no_weights_and_names_the_variant(tiny, monkeypatch):
     import safetensors.torch
 
-    from openuni_core.model import inspect_openuni
+    from openuni_core.loading import inspect_openuni
 
     monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("weights read"))
     files = inspect_openuni(tiny.checkpoint_safetensors, tiny.mllm_hf, tiny.sana, tiny.vae)

@@ -96,13 +96,12 @@ def test_initial_noise_is_drawn_on_cpu_from_seed():
 
 def test_compile_switch_gives_the_same_latents(tiny):
     """torch.compile of the SANA transformer (CPU inductor here) — same numbers as eager."""
-    from openuni_core.model import load_openuni
+    from openuni_core.loading import load_openuni
 
-    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu", compile=True)
+    m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
     pos = m.encode_prompt("compiled")
-    m.compile = False
     eager = m.sample(pos, width=32, height=32, steps=2, cfg=2.0, seed=0)
-    m.compile = True
+    m.denoiser = torch.compile(m.transformer)  # what the CLI's --compile does
     compiled = m.sample(pos, width=32, height=32, steps=2, cfg=2.0, seed=0)
-    assert m._compiled is not None
+    assert hasattr(m.denoiser, "_orig_mod")
     assert (eager - compiled).abs().max() < 1e-4

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from openuni_core.model import load_openuni
+from openuni_core.loading import load_openuni
 from openuni_core.streaming import largest_layer_bytes, weights_on
+from probes import counting_llm_forwards
 
 CPU = torch.device("cpu")
 
@@ -19,7 +20,7 @@ CPU = torch.device("cpu")
 def offloaded(tiny):
     """A second copy of the tiny model whose every part counts as offloaded (the 'sequential' policy)."""
     m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
-    m._offloaded = lambda part: True
+    m.placement.offloaded = lambda part: True
     return m
 
 
@@ -29,11 +30,13 @@ def _snapshot(module: nn.Module):
 
 def test_streamed_encoding_equals_resident_encoding(model, offloaded):
     before = _snapshot(offloaded.mllm)
-    for prompts in (["a fox in the snow", "a red bicycle"], ["a lighthouse at dusk"]):
-        assert torch.equal(offloaded.encode_prompt(prompts).embeds, model.encode_prompt(prompts).embeds)
-    img = torch.rand(40, 56, 3)
-    assert torch.equal(offloaded.encode_edit(img, "make it blue").embeds, model.encode_edit(img, "make it blue").embeds)
-    assert offloaded.llm_forwards == 3
+    with counting_llm_forwards(offloaded) as n:
+        for prompts in (["a fox in the snow", "a red bicycle"], ["a lighthouse at dusk"]):
+            assert torch.equal(offloaded.encode_prompt(prompts).embeds, model.encode_prompt(prompts).embeds)
+        img = torch.rand(40, 56, 3)
+        assert torch.equal(offloaded.encode_edit(img, "make it blue").embeds,
+                           model.encode_edit(img, "make it blue").embeds)
+    assert n[0] == 3
     # Afterwards every parameter is the same object on the same CPU storage; buffers are back too.
     params, buffers = _snapshot(offloaded.mllm)
     assert {n: (id(p), ptr, s) for n, (p, ptr, s) in params.items()} == \

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from openuni_core import vae as vae_ops
+from openuni_core import vae_tiling
 from openuni_core.errors import OpenUniError
 
 
@@ -72,8 +73,8 @@ def test_exact_tiling_runs_the_convolutional_stages_tile_by_tile(vae32, latents,
     tail_calls = []
     first_local = list(reversed(vae32.decoder.up_blocks))[-1]  # the highest-resolution stage
     handle = first_local.register_forward_pre_hook(lambda m, a: tail_calls.append(a[0].shape[-2:]))
-    monkeypatch.setattr(vae_ops, "_decode_blended", lambda *a: pytest.fail("fell back to blended tiles"))
-    monkeypatch.setattr(vae_ops, "_encode_blended", lambda *a: pytest.fail("fell back to blended tiles"))
+    monkeypatch.setattr(vae_tiling, "_decode_blended", lambda *a: pytest.fail("fell back to blended tiles"))
+    monkeypatch.setattr(vae_tiling, "_encode_blended", lambda *a: pytest.fail("fell back to blended tiles"))
     try:
         vae_ops.decode(vae32, latents, tiled=True, tile_size=128)
     finally:
@@ -98,7 +99,7 @@ def test_seams_no_larger_than_numeric_noise(vae32, vae64, latents):
 
 def test_blended_fallback_has_no_steps(vae32, latents, monkeypatch):
     """For a DC-AE of unknown structure we blend overlapping whole-model tiles: approximate, but seamless."""
-    monkeypatch.setattr(vae_ops, "_decode_split", lambda *a: None)
+    monkeypatch.setattr(vae_tiling, "_decode_split", lambda *a: None)
     untiled = vae_ops.decode(vae32, latents, tiled=False)[0]
     tiled = vae_ops.decode(vae32, latents, tiled=True, tile_size=192, tile_overlap=64)[0]
     assert tiled.shape == untiled.shape and torch.isfinite(tiled).all()
@@ -121,8 +122,8 @@ def test_image_that_fits_one_tile_is_decoded_untiled(vae32):
 
 def test_auto_tiling_above_the_threshold(vae32, monkeypatch):
     seen = []
-    real = vae_ops._decode_tiled
-    monkeypatch.setattr(vae_ops, "_decode_tiled", lambda *a: seen.append(1) or real(*a))
+    real = vae_ops.decode_tiled
+    monkeypatch.setattr(vae_ops, "decode_tiled", lambda *a: seen.append(1) or real(*a))
     vae_ops.decode(vae32, torch.randn(1, 32, 4, 4))  # 128² px: not tiled
     assert not seen
     monkeypatch.setattr(vae_ops, "TILE_THRESHOLD", 96 * 96)
@@ -145,7 +146,7 @@ def test_bad_tile_geometry_is_refused(vae32, size, overlap):
 @pytest.mark.parametrize("size", [1, 5, 24, 25, 40, 45, 64, 129])
 @pytest.mark.parametrize("tile,overlap", [(8, 2), (24, 4), (16, 0)])
 def test_tile_starts_cover_with_overlap(size, tile, overlap):
-    starts = vae_ops.tile_starts(size, tile, overlap)
+    starts = vae_tiling.tile_starts(size, tile, overlap)
     assert starts[0] == 0 and starts == sorted(starts)
     assert min(size, starts[-1] + tile) == size  # the last tile reaches the end
     for a, b in zip(starts, starts[1:]):

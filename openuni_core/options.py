@@ -1,0 +1,36 @@
+"""Every user-facing choice, limit and default of the engine, in one place.
+
+The CLI builds its flags and the ComfyUI nodes build their widgets from these names, and the engine's own
+checks (`sampling.check_settings`, `captioning.check_settings`, `devices`) use the same values, so a widget
+never offers what the engine refuses (tests/test_house.py holds the nodes to this).
+"""
+
+from __future__ import annotations
+
+# ----- loading --------------------------------------------------------------------------------------------
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+ATTENTION_KERNELS = ("auto", "sdpa", "flash_attention_2", "eager")
+# Where the parts live between uses: "none" keeps every part on its device; "mllm" keeps InternVL3 in CPU RAM and
+# streams it in layer by layer to encode; "sequential" does that for SANA and DC-AE too (whole, while they run).
+MEMORY_POLICIES = ("none", "mllm", "sequential")
+
+# ----- generation -----------------------------------------------------------------------------------------
+SAMPLERS = {"dpmpp": "DPM-Solver++ multistep (the reference)", "euler": "flow-matching Euler (as in training)"}
+DEFAULT_SAMPLER = "dpmpp"
+SPATIAL_COMPRESSION = 32  # DC-AE f32c32: one latent cell per 32×32 pixels, so image sides are multiples of 32
+LATENT_CHANNELS = 32
+MIN_SIDE, MAX_SIDE = SPATIAL_COMPRESSION, 4096
+MAX_STEPS, DEFAULT_STEPS = 1000, 20
+MAX_CFG, DEFAULT_CFG = 100.0, 4.5
+MAX_BATCH = 64
+SEED_MAX, DEFAULT_SEED = 2**64 - 1, 42
+DEFAULT_NEGATIVE = "Generate an image."  # the CFG text OpenUni was trained with
+DEFAULT_EDIT_NEGATIVE = "Keep the image as it is."  # the reference's CFG instruction for image-conditioned generation
+MAX_IMAGE_PIXELS = 8192 * 8192  # larger inputs are refused before any pixel is copied
+
+# ----- understanding --------------------------------------------------------------------------------------
+DEFAULT_QUESTION = "Please describe the image in detail."
+MAX_TILES, DEFAULT_MAX_TILES = 40, 12  # InternVL3 itself uses up to 12 tiles of 448×448
+MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS = 8192, 512
+MAX_TEMPERATURE = 5.0
+GREEDY_BELOW = 0.01  # logits / temperature overflow below this; such a temperature means greedy anyway
