@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from . import comfy_services as comfy
-from .encode import MODEL_TOOLTIP, image_list, refuse_huge, require_model, text_input
-from .loader import CATEGORY, MODEL_TYPE
-from ..openuni_core.captioning import DEFAULT_QUESTION
+from .common import CATEGORY, MODEL_TOOLTIP, MODEL_TYPE, image_list, refuse_huge, require_model, text_input
+from ..openuni_core.options import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, DEFAULT_QUESTION, MAX_NEW_TOKENS,
+                                    MAX_TEMPERATURE, MAX_TILES, SEED_MAX)
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress-bar messages while tokens stream
 
@@ -28,14 +28,14 @@ class OpenUniCaption:
             "image": ("IMAGE", {"tooltip": "The image(s) to describe; each image is answered separately."}),
             "question": ("STRING", {"multiline": True, "default": DEFAULT_QUESTION,
                                     "tooltip": "What to ask about the image. Empty asks for a detailed caption."}),
-            "max_tiles": ("INT", {"default": 12, "min": 1, "max": 40,
+            "max_tiles": ("INT", {"default": DEFAULT_MAX_TILES, "min": 1, "max": MAX_TILES,
                                   "tooltip": "InternVL splits the image into up to this many 448×448 tiles (plus a "
                                              "thumbnail); more tiles read finer detail but take longer."}),
-            "max_new_tokens": ("INT", {"default": 512, "min": 1, "max": 8192,
+            "max_new_tokens": ("INT", {"default": DEFAULT_MAX_NEW_TOKENS, "min": 1, "max": MAX_NEW_TOKENS,
                                        "tooltip": "Longest answer, in tokens."}),
-            "temperature": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 5.0, "step": 0.05,
+            "temperature": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_TEMPERATURE, "step": 0.05,
                                       "tooltip": "0 = greedy (same answer every time); higher = more varied."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
+            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": False,
                              "tooltip": "Seed for sampling when temperature is above 0."}),
         }}
 

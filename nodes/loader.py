@@ -6,18 +6,16 @@ from pathlib import Path
 
 from . import comfy_services as comfy
 from . import model_cache, model_files
+from .common import CATEGORY, MODEL_TYPE
 from ..openuni_core import files as core_files
 from ..openuni_core.errors import OpenUniError
+from ..openuni_core.options import ATTENTION_KERNELS, PRECISIONS
 
-CATEGORY = "OpenUni"
-MODEL_TYPE = "OPENUNI_MODEL"
-PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
-MEMORY_POLICIES = {  # what the user reads → the core's offload policy
+MEMORY_POLICIES = {  # what the user reads → the core's policy (options.MEMORY_POLICIES)
     "keep all on GPU": "none",
     "offload MLLM to CPU after encoding": "mllm",
     "sequential offload (low VRAM)": "sequential",
 }
-ATTENTION = ["auto", "sdpa", "flash_attention_2", "eager"]
 LICENSE_NOTE = ("OpenUni's released weights are under the NTU S-Lab License 1.0 (non-commercial); InternVL3 and "
                 "SANA come with their own licenses, which govern the files you load.")
 
@@ -47,7 +45,7 @@ class OpenUniModelLoader:
             "vae": (model_files.folder_choices("vae"), {
                 "tooltip": folders + "(dc-ae-f32c32-sana-1.1-diffusers) from models/openuni/vae/ or "
                            "models/diffusers/; 'auto' also accepts a vae/ folder inside the SANA folder."}),
-            "precision": (PRECISIONS, {
+            "precision": (list(PRECISIONS), {
                 "default": "auto",
                 "tooltip": "Weight precision. auto: bf16 on GPUs that support it (else fp16), fp32 on the CPU."}),
             "memory": (list(MEMORY_POLICIES), {
@@ -56,7 +54,7 @@ class OpenUniModelLoader:
                            "with one of its layers on the GPU at a time (repeat prompts are cached), captioning brings "
                            "it in whole. sequential: SANA and DC-AE too are on the GPU only while they run (lowest "
                            "VRAM, slower)."}),
-            "attention": (ATTENTION, {
+            "attention": (list(ATTENTION_KERNELS), {
                 "default": "auto",
                 "tooltip": "Attention kernel for InternVL3. auto: flash_attention_2 when installed on CUDA, else sdpa."}),
             "download_missing": ("BOOLEAN", {
@@ -70,24 +68,24 @@ class OpenUniModelLoader:
         if memory not in MEMORY_POLICIES:
             raise OpenUniError(f"Unknown memory policy {memory!r}; choose one of {', '.join(MEMORY_POLICIES)}.")
         model_files.register_folders()
+        variant = core_files.guess_variant(checkpoint)
         files = model_files.resolve(checkpoint, mllm, sana, vae)
-        missing = _missing(files, checkpoint)
+        missing = _missing(files, variant, checkpoint)
         if missing:
-            if not download_missing or files.variant is None:
-                raise core_files.missing_error(missing, files.variant)
-            core_files.download_variant(files.variant, model_files.layout(), checkpoint, mllm=files.mllm,
-                                        sana=files.sana, vae=files.vae or files.sana / "vae", log=comfy.info)
+            if not download_missing or variant is None:
+                raise core_files.missing_error(missing, variant)
+            core_files.download_variant(variant, model_files.layout(), checkpoint, mllm=files.mllm,
+                                        sana=files.sana, vae=files.vae_dir, log=comfy.info)
             files = model_files.resolve(checkpoint, mllm, sana, vae)
-            missing = _missing(files, checkpoint)
+            missing = _missing(files, variant, checkpoint)
             if missing:
-                raise core_files.missing_error(missing, files.variant)
+                raise core_files.missing_error(missing, variant)
         device = comfy.torch_device()
-        key = (_stamp(files.checkpoint), _stamp(files.mllm), _stamp(files.sana), _stamp(files.vae),
-               precision, memory, attention, str(device))
+        key = (files.fingerprint(), precision, memory, attention, str(device))
         model = model_cache.get(key)
         if model is not None:
             return (model,)
-        from ..openuni_core.model import inspect_openuni, load_openuni  # transformers/diffusers load only now
+        from ..openuni_core.loading import inspect_openuni, load_openuni  # transformers/diffusers load only now
 
         # Validate the new files cheaply first: a bad choice must not throw away the working model.
         found = inspect_openuni(files.checkpoint, files.mllm, files.sana, files.vae)
@@ -102,27 +100,16 @@ class OpenUniModelLoader:
         return (model,)
 
 
-def _missing(files: model_files.ResolvedFiles, checkpoint: str) -> list:
-    if files.variant is None:  # explicit picks of listed files/folders: they exist
+def _missing(files: core_files.ModelPaths, variant, checkpoint: str) -> list:
+    if variant is None:  # explicit picks of listed files/folders: they exist
         return []
-    missing = core_files.missing_parts(files.variant, model_files.layout(), checkpoint, mllm=files.mllm,
-                                       sana=files.sana, vae=files.vae or files.sana / "vae")
+    missing = core_files.missing_parts(variant, model_files.layout(), checkpoint, mllm=files.mllm,
+                                       sana=files.sana, vae=files.vae_dir)
     # The core checks the checkpoint in the first models/openuni root; ours may sit in another registered one.
-    return [m for m in missing if not (m.part == "OpenUni checkpoint" and files.checkpoint.is_file())]
+    return [m for m in missing if not (m.part == "checkpoint" and files.checkpoint.is_file())]
 
 
-def _stamp(path: Path | None):
-    if path is None:
-        return None
-    try:
-        target = path / "config.json" if path.is_dir() else path
-        st = target.stat()
-        return str(path.resolve()), st.st_size, st.st_mtime_ns
-    except OSError:
-        return str(path), None, None
-
-
-def _resident_bytes(files: model_files.ResolvedFiles, precision: str, policy: str, checkpoint_groups,
+def _resident_bytes(files: core_files.ModelPaths, precision: str, policy: str, checkpoint_groups,
                     device) -> int:
     """What the loaded model will keep on `device`, from the weights on disk (bf16 in the releases; fp32
     doubles them). Parts the memory policy offloads are not counted: each asks ComfyUI for room itself
@@ -135,7 +122,7 @@ def _resident_bytes(files: model_files.ResolvedFiles, precision: str, policy: st
     sana = files.checkpoint.stat().st_size
     if "transformer" not in checkpoint_groups:
         sana += size(files.sana / "transformer")
-    vae = size(files.vae or files.sana / "vae")
+    vae = size(files.vae_dir)
     on_accelerator = device is not None and getattr(device, "type", str(device)) != "cpu"
     if on_accelerator and policy == "sequential":
         total = 0

@@ -30,7 +30,7 @@ def get(key: tuple):
 def put(key: tuple, model) -> None:
     """Cache a freshly loaded model; from now on it asks ComfyUI for room before a part moves onto a GPU."""
     global _last
-    model.request_memory = comfy.free_memory  # OpenUni's own requests: never turned back on OpenUni
+    model.placement.request_memory = comfy.free_memory  # OpenUni's own requests: never turned back on OpenUni
     with _lock:
         _last = (key, model)
         _live.add(model)
@@ -54,7 +54,7 @@ def _same_device(a, b) -> bool:
 
 
 def _uses(model, device) -> bool:
-    return any(_same_device(where, device) for where in model.placement().values())
+    return any(_same_device(where, device) for where in model.placement.where().values())
 
 
 def release_all() -> None:
@@ -63,8 +63,8 @@ def release_all() -> None:
     entirely once ComfyUI's node cache lets go of it too."""
     released = 0
     for model in live_models():
-        if model.on_accelerator():
-            model.offload_all()
+        if model.placement.on_accelerator():
+            model.placement.offload_all()
             released += 1
     forget()
     if released:
@@ -81,7 +81,7 @@ def make_room(memory_required, device) -> None:
         if free is not None and free >= memory_required:
             return
         if _uses(model, device):
-            model.offload_all()
+            model.placement.offload_all()
             comfy.soft_empty_cache()
             comfy.info("[OpenUni] moved to the CPU to make room for another model")
 

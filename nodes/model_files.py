@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from . import comfy_services as comfy
 from ..openuni_core.errors import OpenUniError
-from ..openuni_core.files import Layout, guess_variant
-from ..openuni_core.variants import DCAE_REPO, VARIANTS, Variant
+from ..openuni_core.files import PARTS, Layout, ModelPaths, guess_variant, part_repo
+from ..openuni_core.variants import VARIANTS, Variant
 
 CHECKPOINT_EXTENSIONS = (".pth", ".safetensors")
 AUTO = "auto"
@@ -32,7 +31,6 @@ FOLDER_KINDS = ("mllm", "sana", "vae")
 OPENUNI = "openuni"
 OWN_SUBFOLDER = {"mllm": "openuni_mllm", "sana": "openuni_sana", "vae": "openuni_vae"}
 SHARED = {"mllm": ("LLM",), "sana": ("diffusers",), "vae": ("diffusers",)}
-KIND_LABEL = {"mllm": "InternVL3", "sana": "SANA", "vae": "DC-AE"}
 
 
 def register_folders() -> None:
@@ -181,15 +179,6 @@ def check_name(name, what: str) -> str:
     return name
 
 
-@dataclass
-class ResolvedFiles:
-    checkpoint: Path
-    mllm: Path
-    sana: Path
-    vae: Path | None  # None: the SANA folder's own vae/
-    variant: Variant | None  # known from the checkpoint's released file name, else None
-
-
 def resolve_checkpoint(name: str) -> Path:
     check_name(name, "Checkpoint")
     local = list_checkpoints()
@@ -201,7 +190,7 @@ def resolve_checkpoint(name: str) -> Path:
 
 
 def resolve_folder(kind: str, name: str, variant: Variant | None, checkpoint_name: str, sana: Path | None = None):
-    label = KIND_LABEL[kind]
+    label = PARTS[kind].label
     check_name(name, f"{label} folder")
     if name != AUTO:
         listing = list_folders(kind)
@@ -212,7 +201,7 @@ def resolve_folder(kind: str, name: str, variant: Variant | None, checkpoint_nam
         raise OpenUniError(
             f"'auto' cannot tell which {label} folder belongs to {checkpoint_name}: it is not a released OpenUni "
             f"file name. Pick the {label} folder in the list instead.")
-    repo = {"mllm": variant.mllm_repo, "sana": variant.sana_repo, "vae": DCAE_REPO}[kind]
+    repo = part_repo(kind, variant)
     want = repo.split("/")[-1]
     names = {want.lower(), f"{want}-hf".lower()}
     for path in list_folders(kind).values():
@@ -224,7 +213,8 @@ def resolve_folder(kind: str, name: str, variant: Variant | None, checkpoint_nam
     return {"mllm": lay.mllm, "sana": lay.sana, "vae": lay.vae}[kind](repo)
 
 
-def resolve(checkpoint: str, mllm: str, sana: str, vae: str) -> ResolvedFiles:
+def resolve(checkpoint: str, mllm: str, sana: str, vae: str) -> ModelPaths:
+    """Dropdown picks → paths (vae None: the SANA folder's own vae/); 'auto' folders need a released checkpoint name."""
     for name, what in ((checkpoint, "Checkpoint"), (mllm, "InternVL3 folder"), (sana, "SANA folder"),
                        (vae, "DC-AE folder")):
         check_name(name, what)  # every name, before any folder is listed or read
@@ -233,7 +223,7 @@ def resolve(checkpoint: str, mllm: str, sana: str, vae: str) -> ResolvedFiles:
     mllm_dir = resolve_folder("mllm", mllm, variant, checkpoint)
     sana_dir = resolve_folder("sana", sana, variant, checkpoint)
     vae_dir = resolve_folder("vae", vae, variant, checkpoint, sana=sana_dir)
-    return ResolvedFiles(ckpt, mllm_dir, sana_dir, vae_dir, variant)
+    return ModelPaths(ckpt, mllm_dir, sana_dir, vae_dir)
 
 
 def _where_checkpoints() -> str:

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+from .common import CATEGORY, MODEL_TOOLTIP, MODEL_TYPE, crop_to_multiple, latent_samples, one_size_batch, require_model
 
-import torch
-
-from .encode import MODEL_TOOLTIP, image_list, require_model
-from .loader import CATEGORY, MODEL_TYPE
-from .sample import _latent_samples
-from ..openuni_core.errors import OpenUniError
-from ..openuni_core.sampling import SCALE
-
-log = logging.getLogger("OpenUni")
 TILING = {"auto": None, "on": True, "off": False}
 TILING_TOOLTIP = ("Decode/encode in tiles to bound memory. auto: tiles above 1 megapixel (DC-AE's attention "
                   "blocks grow quickly with size); on/off force it.")
@@ -36,7 +27,7 @@ class OpenUniVAEDecode:
 
     def decode(self, model, latent, tiling="auto"):
         require_model(model)
-        samples = _latent_samples(latent)
+        samples = latent_samples(latent)
         return (model.decode(samples, tiled=TILING.get(tiling)),)
 
 
@@ -61,28 +52,3 @@ class OpenUniVAEEncode:
         require_model(model)
         images = crop_to_multiple(one_size_batch(image))
         return ({"samples": model.encode_images(images, tiled=TILING.get(tiling))},)
-
-
-def one_size_batch(image) -> torch.Tensor:
-    """One latent batch needs one size: a list of same-size images is stacked, mixed sizes are refused."""
-    images = image_list(image)
-    if isinstance(images, torch.Tensor):
-        return images
-    sizes = list(dict.fromkeys(f"{im.shape[1]}×{im.shape[0]}" for im in images))
-    if len(sizes) > 1 or len({im.shape[-1] for im in images}) > 1:
-        raise OpenUniError(f"VAE Encode got images of different sizes or channels ({', '.join(sizes)}); one latent "
-                           "batch holds one size. Resize them to one size first (e.g. with Upscale Image).")
-    return torch.stack(images)
-
-
-def crop_to_multiple(images: torch.Tensor, multiple: int = SCALE) -> torch.Tensor:
-    """Center-crop [B,H,W,C] to multiples of `multiple` (as ComfyUI's VAE Encode crops to multiples of 8)."""
-    h, w = images.shape[1:3]
-    nh, nw = h // multiple * multiple, w // multiple * multiple
-    if nh == 0 or nw == 0:
-        raise OpenUniError(f"The image is {w}×{h}; DC-AE needs at least {multiple}×{multiple} pixels.")
-    if (nh, nw) != (h, w):
-        top, left = (h - nh) // 2, (w - nw) // 2
-        log.info("[OpenUni] VAE Encode: cropping %d×%d to %d×%d", w, h, nw, nh)
-        images = images[:, top:top + nh, left:left + nw]
-    return images

@@ -29,6 +29,6 @@ def tiny_l(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model(tiny):
-    from openuni_core.model import load_openuni
+    from openuni_core.loading import load_openuni
 
     return load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")

@@ -245,7 +245,7 @@ def test_missing_released_files_are_listed_and_downloaded_only_on_request(env, m
 def test_loader_asks_comfyui_only_for_what_stays_on_the_gpu(env, tiny):
     """An offload policy must not make ComfyUI evict the user's other models for weights that stay in RAM."""
     loader = sys.modules["openuni_pack.nodes.loader"]
-    files = loader.model_files.ResolvedFiles(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, None)
+    files = loader.core_files.ModelPaths(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae)
 
     def size(folder):
         return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
@@ -268,7 +268,7 @@ def test_loader_asks_comfyui_only_for_what_stays_on_the_gpu(env, tiny):
 
 def test_loader_reuses_the_model_while_inputs_are_unchanged(env, model, fake, monkeypatch):
     loads = []
-    import openuni_pack.openuni_core.model as core_model
+    import openuni_pack.openuni_core.loading as core_model
 
     real = core_model.load_openuni
     monkeypatch.setattr(core_model, "load_openuni", lambda *a, **k: loads.append(k) or real(*a, **k))
@@ -454,28 +454,29 @@ def test_interrupt_stops_sampling_between_steps_and_leaves_the_model_usable(env,
                  max_new_tokens=50, temperature=1.0, seed=0)
 
 
-class StubModel:
-    """Shaped like OpenUniModel's placement API (placement, on_accelerator, offload_all, request_memory),
-    with parts that claim to live on a GPU."""
+class StubPlacement:
+    """Shaped like the engine's Placement API (where, on_accelerator, offload_all, request_memory), with parts that
+    claim to live on a GPU."""
 
     def __init__(self):
-        self.where = {p: "cuda:0" for p in ("mllm", "sana", "vae")}
+        self.parts = {p: "cuda:0" for p in ("mllm", "sana", "vae")}
         self.offloaded_all, self.request_memory = 0, None
 
-    def placement(self):
-        return dict(self.where)
+    def where(self):
+        return dict(self.parts)
 
     def on_accelerator(self):
-        return any(w != "cpu" for w in self.where.values())
+        return any(w != "cpu" for w in self.parts.values())
 
     def offload_all(self):
         self.offloaded_all += 1
-        self.where = {p: "cpu" for p in self.where}
+        self.parts = {p: "cpu" for p in self.parts}
 
 
 def test_unload_models_request_releases_openuni_models(env, fake):
     cache = sys.modules["openuni_pack.nodes.model_cache"]
-    stub = StubModel()
+    stub = StubPlacement()
+    stub.placement = stub
     cache.put(("stub",), stub)
     assert cache.get(("stub",)) is stub
     fake.mm.unload_all_models()  # what ComfyUI's /free {"unload_models": true} ends in
@@ -483,7 +484,7 @@ def test_unload_models_request_releases_openuni_models(env, fake):
     # The model asks ComfyUI for room before a part goes back onto the GPU; OpenUni's own requests never
     # evict OpenUni.
     fake.free_calls.clear()
-    stub.where = {p: "cuda:0" for p in stub.where}
+    stub.parts = {p: "cuda:0" for p in stub.parts}
     stub.request_memory(1 << 20, torch.device("cuda", 0))
     assert fake.free_calls == [(1 << 20, torch.device("cuda", 0))] and stub.offloaded_all == 1
     # ComfyUI making room for another model: ours is offloaded only if there is not enough free memory,
@@ -501,7 +502,7 @@ def test_unload_models_request_releases_openuni_models(env, fake):
 
 def test_loaded_models_ask_comfyui_for_room(model):
     services = sys.modules["openuni_pack.nodes.comfy_services"]
-    assert model.request_memory is services.free_memory
+    assert model.placement.request_memory is services.free_memory
 
 
 def test_memory_hooks_are_installed_once_and_keep_comfyui_behaviour(env, fake):

@@ -171,7 +171,7 @@ def forbid_heavy(mp: pytest.MonkeyPatch, *models) -> None:
     for cls in (InternVLForConditionalGeneration, SanaTransformer2DModel, AutoencoderDC):
         mp.setattr(cls, "from_pretrained", _heavy)
     mp.setattr(core("captioning"), "caption_pixel_values", _heavy)
-    mp.setattr(core("model"), "edit_pixel_values", _heavy)
+    mp.setattr(core("prompt_encoder"), "edit_pixel_values", _heavy)
     for m in models:
         mp.setattr(m.transformer, "forward", _heavy)
         mp.setattr(m.vae, "decode", _heavy)
@@ -508,9 +508,10 @@ def test_injected_out_of_memory_is_explained_and_the_model_stays_usable(env, g, 
             raise _oom()
         return original(*a, **k)
 
-    real_release = g.mb._release_memory
+    placement = core("placement")
+    real_release = placement.release_memory
     monkeypatch.setattr(target, name, flaky)
-    monkeypatch.setattr(g.mb, "_release_memory", lambda: released.append(1) or real_release())
+    monkeypatch.setattr(placement, "release_memory", lambda: released.append(1) or real_release())
     run = (lambda: g.sample(seed=8)[0]["samples"]) if where == "sampler" else (
         lambda: env.call("OpenUniVAEDecode", model=g.mb, latent=lat)[0])
     with pytest.raises(core("errors").OpenUniError,

@@ -2,11 +2,9 @@
 // - OpenUni Caption shows its answer(s) on the node after it runs.
 // - OpenUni Sampler keeps width/height on multiples of 32 and offers aspect-ratio presets per variant.
 // Uses only the long-standing extension API (app.registerExtension, onExecuted, addDOMWidget, widget callbacks).
+// Limits (step, min, max) come from the node's own input definition (the server's /object_info), never repeated here.
 import { app } from "../../scripts/app.js";
 
-const STEP = 32;
-const MIN_SIDE = 32;
-const MAX_SIDE = 4096;
 const CUSTOM = "custom";
 // [width, height, aspect]; OpenUni-B-512 and OpenUni-L-512 share the 512 px set.
 const PRESETS = {
@@ -17,9 +15,15 @@ const PRESETS = {
 };
 const VARIANT_LABEL = { "512": "B/L-512", "1024": "L-1024" };
 
-export function snapToStep(value) {
-  const v = Math.round(Number(value) / STEP) * STEP;
-  return Math.min(MAX_SIDE, Math.max(MIN_SIDE, Number.isFinite(v) ? v : 512));
+// spec: the widget's options from the node definition, e.g. {min: 32, max: 4096, step: 32, default: 512}.
+export function snapToStep(value, spec) {
+  const v = Math.round(Number(value) / spec.step) * spec.step;
+  return Math.min(spec.max, Math.max(spec.min, Number.isFinite(v) ? v : spec.default));
+}
+
+function sideSpec(nodeData, name) {
+  const [, options] = nodeData?.input?.required?.[name] ?? [];
+  return options && options.step ? options : null;
 }
 
 function presetLabel(size, [w, h, aspect]) {
@@ -36,10 +40,10 @@ function findWidget(node, name) {
   return node.widgets?.find((w) => w.name === name);
 }
 
-function setupSampler(node) {
+function setupSampler(node, specs) {
   const width = findWidget(node, "width");
   const height = findWidget(node, "height");
-  if (!width || !height || findWidget(node, "aspect_preset")) return;
+  if (!width || !height || !specs.width || !specs.height || findWidget(node, "aspect_preset")) return;
   const presets = allPresets();
   let syncing = false;
 
@@ -67,10 +71,11 @@ function setupSampler(node) {
     "sets width and height. Sizes stay multiples of 32.";
 
   for (const w of [width, height]) {
-    if (w.options) w.options.step2 = STEP;
+    const spec = specs[w.name];
+    if (w.options) w.options.step2 = spec.step;
     const original = w.callback;
     w.callback = function (value, ...rest) {
-      const snapped = snapToStep(value);
+      const snapped = snapToStep(value, spec);
       if (w.value !== snapped) w.value = snapped;
       const result = original?.call(this, snapped, ...rest);
       if (!syncing) preset.value = matchPreset();
@@ -127,10 +132,11 @@ app.registerExtension({
         if (message?.text) showCaption(this, message.text);
       };
     } else if (nodeData.name === "OpenUniSampler") {
+      const specs = { width: sideSpec(nodeData, "width"), height: sideSpec(nodeData, "height") };
       const onNodeCreated = nodeType.prototype.onNodeCreated;
       nodeType.prototype.onNodeCreated = function () {
         const r = onNodeCreated?.apply(this, arguments);
-        setupSampler(this);
+        setupSampler(this, specs);
         return r;
       };
       const onConfigure = nodeType.prototype.onConfigure;
