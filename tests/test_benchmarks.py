@@ -5,7 +5,7 @@ import argparse
 import pytest
 import torch
 
-from openuni_core import bench
+from benchmarks import run as bench
 
 
 def test_reference_conditioning_equals_ours(model):
@@ -58,7 +58,7 @@ def test_load_probe_measures_time_memory_and_weights(tiny, loader):
 
 
 def test_naive_baseline_loads_the_same_weights(tiny, model):
-    from openuni_core.bench_models import BenchPaths
+    from benchmarks.models import BenchPaths
 
     paths = BenchPaths("tiny-B", tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, mllm_hf=tiny.mllm_hf)
     mllm, transformer, vae, connector, projector = bench.naive_load(paths, torch.float32, torch.device("cpu"))
@@ -138,7 +138,7 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
 def test_cuda_section_and_its_vram_targets_run_with_a_stand_in_cuda(tmp_path, monkeypatch):
     """The CUDA section has not met a GPU here: run its code with torch.cuda's memory counters stood in,
     so the first GPU run cannot fail on a typo, and check how the VRAM targets are judged."""
-    from openuni_core.bench_models import tiny_models
+    from benchmarks.models import tiny_models
 
     peaks = iter([5.0e9, 6.0e9, 3.9e9, 4.5e9, 2.0e9, 2.5e9])  # none, mllm, sequential × two sizes
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)

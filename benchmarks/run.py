@@ -1,6 +1,6 @@
-"""The benchmark: `python -m openuni_core.bench` (results are written up in BENCHMARKS.md).
+"""The benchmark: `python -m benchmarks`, run from the repository root (results are written up in BENCHMARKS.md).
 
-On real-size models with random weights (written once by `bench_models`), on the current device:
+On real-size models with random weights (written once by `benchmarks/models.py`), on the current device:
 
 1. compare  — the reference path (what upstream OpenUni's inference does: one padded [prompt, CFG prompt]
               LLM batch with the meta queries appended, connector + projector, then diffusers'
@@ -20,8 +20,8 @@ On real-size models with random weights (written once by `bench_models`), on the
               memory, time, max |Δ|.
 7. compile  — ours with the core's torch.compile switch against eager ours (only with --compile).
 
-Run `python -m openuni_core.bench --help`. `--quick` is B-512 only with few steps (for CPU);
-`--tiny` runs every section on the tiny test models in seconds (what tests/test_core_bench.py does).
+Run `python -m benchmarks --help`. `--quick` is B-512 only with few steps (for CPU);
+`--tiny` runs every section on the tiny test models in seconds (what tests/test_benchmarks.py does).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ PROMPTS = [
 ]
 FP32_IMAGE_TOLERANCE = 1e-3
 PROBE_TAG = "OPENUNI_BENCH_PROBE "
+ROOT = Path(__file__).resolve().parents[1]  # the repository root (where `python -m benchmarks` runs)
 
 
 # ----- machine and measurement helpers --------------------------------------------------------------------
@@ -475,8 +476,8 @@ def bench_placement(model, name: str, report: Report) -> dict:
     Mirrors OpenUniModel._use: offloaded parts are copied in only while used, and the MLLM encodes layer
     by layer (streaming.py) but captions whole.
     """
-    from .model import _param_bytes
-    from .streaming import largest_layer_bytes
+    from openuni_core.model import _param_bytes
+    from openuni_core.streaming import largest_layer_bytes
 
     mllm, bridge = _param_bytes(model.mllm), _param_bytes(model.bridge)
     sana, vae = _param_bytes(model.transformer), _param_bytes(model.vae)
@@ -527,7 +528,7 @@ def bench_compile(model, name: str, s: Settings, report: Report) -> dict:
 
 def bench_cuda_memory(paths, name: str, s: Settings, sizes: list[int], report: Report) -> dict:
     """Peak VRAM and seconds per image for each memory policy (fresh load per policy)."""
-    from .model import OFFLOAD, load_openuni
+    from openuni_core.model import OFFLOAD, load_openuni
 
     out = {}
     for policy in OFFLOAD:
@@ -552,15 +553,24 @@ def bench_cuda_memory(paths, name: str, s: Settings, sizes: list[int], report: R
 
 # ----- fresh-process probes (load, tiling) -------------------------------------------------------------------
 def _run_probe(args: list[str], *, timeout: float = 3600) -> dict:
-    cmd = [sys.executable, "-m", "openuni_core.bench", "--_probe", *args]
+    """`python -m benchmarks --_probe ARGS` in a fresh process: its one tagged JSON line, parsed.
+
+    The probe runs with the repository root as its working directory and first on PYTHONPATH, so it finds this
+    `benchmarks` package and `openuni_core` whatever the checkout folder is called (ARGS' paths are absolute).
+    """
+    cmd = [sys.executable, "-m", "benchmarks", "--_probe", *args]
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     for line in proc.stdout.splitlines():
         if line.startswith(PROBE_TAG):
             return json.loads(line[len(PROBE_TAG):])
     raise RuntimeError(f"probe {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def _abs(path) -> str:
+    """A path argument for a probe (which runs in the repository root): absolute; "" for None."""
+    return str(Path(path).absolute()) if path else ""
 
 
 def _available_ram() -> int | None:
@@ -588,9 +598,9 @@ def naive_load(paths, dtype: torch.dtype, device: torch.device) -> list[torch.nn
     from transformers import InternVLForConditionalGeneration, SiglipTextConfig
     from transformers.models.siglip.modeling_siglip import SiglipEncoder
 
-    from . import compat
-    from .internvl import load_tokenizer
-    from .variants import VARIANTS
+    from openuni_core import compat
+    from openuni_core.internvl import load_tokenizer
+    from openuni_core.variants import VARIANTS
 
     mllm = InternVLForConditionalGeneration.from_pretrained(str(paths.mllm_hf), **compat.dtype_kwargs(torch.float32))
     load_tokenizer(paths.mllm_hf)
@@ -622,8 +632,8 @@ def _probe_load(a) -> dict:
     import diffusers  # noqa: F401  (imports are part of the baseline, not of the load)
     import transformers  # noqa: F401
 
-    from .bench_models import BenchPaths
-    from .model import load_openuni, resolve_dtype
+    from .models import BenchPaths
+    from openuni_core.model import load_openuni, resolve_dtype
 
     paths = BenchPaths(a.variant, Path(a.checkpoint), Path(a.mllm), Path(a.sana), Path(a.vae),
                        mllm_hf=Path(a.mllm_hf) if a.mllm_hf else None)
@@ -667,8 +677,8 @@ def bench_load(paths, name: str, s: Settings, report: Report, *, tries: int = 1,
         report.say(f"[{name}] load: naive baseline skipped, it would need ~{_gb(need)} with {_gb(avail)} available")
     if "naive" in loaders and paths.mllm_hf is None:
         paths.mllm_hf = ensure_hf()
-    args = ["load", "--variant", name, "--checkpoint", str(paths.checkpoint), "--mllm", str(paths.mllm),
-            "--sana", str(paths.sana), "--vae", str(paths.vae), "--mllm-hf", str(paths.mllm_hf or ""),
+    args = ["load", "--variant", name, "--checkpoint", _abs(paths.checkpoint), "--mllm", _abs(paths.mllm),
+            "--sana", _abs(paths.sana), "--vae", _abs(paths.vae), "--mllm-hf", _abs(paths.mllm_hf),
             "--dtype", s.dtype, "--device", str(s.device)]
     for _ in range(tries):
         for loader in loaders:
@@ -697,8 +707,8 @@ def bench_load(paths, name: str, s: Settings, report: Report, *, tries: int = 1,
 def _probe_tiling(a) -> dict:
     from diffusers import AutoencoderDC
 
-    from . import vae as vae_ops
-    from .model import resolve_dtype
+    from openuni_core import vae as vae_ops
+    from openuni_core.model import resolve_dtype
 
     device = torch.device(a.device)
     dtype = resolve_dtype(a.dtype, device)
@@ -732,13 +742,13 @@ def _probe_tiling(a) -> dict:
 def bench_tiling(vae_dir: Path, name: str, dtype: str, device: torch.device, size: int, report: Report,
                  *, what=("decode", "encode"), tile: int | None = None, workdir: Path | None = None,
                  quiet_wait: float = 0.0) -> dict:
-    workdir = Path(workdir or "/tmp")
+    workdir = Path(workdir or "/tmp").absolute()
     out = {}
     for w in what:
         res = {}
         files = {mode: workdir / f"openuni_bench_tiling_{w}_{mode}_{os.getpid()}.pt" for mode in ("untiled", "tiled")}
         for mode, f in files.items():
-            args = ["tiling", "--vae", str(vae_dir), "--mode", mode, "--what", w, "--size", str(size),
+            args = ["tiling", "--vae", _abs(vae_dir), "--mode", mode, "--what", w, "--size", str(size),
                     "--dtype", dtype, "--device", str(device), "--out", str(f)] + (["--tile", str(tile)] if tile else [])
             if quiet_wait:
                 wait_for_quiet(quiet_wait)
@@ -771,7 +781,7 @@ VARIANT_ALIASES = {"B-512": "OpenUni-B-512", "L-512": "OpenUni-L-512", "L-1024":
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(prog="python -m openuni_core.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", default=None, help="comma list of B-512, L-512, L-1024 (default: all; B-512 with --quick)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default 20 on CUDA, 4 on CPU, 2 with --quick)")
     p.add_argument("--cfg", type=float, default=4.5)
@@ -801,8 +811,8 @@ def _parse(argv):
 
 
 def run(args) -> Report:
-    from .bench_models import DEFAULT_CACHE, ensure_internvl_hf, ensure_models, tiny_models
-    from .model import load_openuni, resolve_device, resolve_dtype
+    from .models import DEFAULT_CACHE, ensure_internvl_hf, ensure_models, tiny_models
+    from openuni_core.model import load_openuni, resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype_name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
@@ -870,13 +880,13 @@ def run(args) -> Report:
 
 
 def _native(name: str) -> int:
-    from .variants import VARIANTS
+    from openuni_core.variants import VARIANTS
 
     return VARIANTS[name].pixels
 
 
 def _mllm_name(name: str) -> str:
-    from .bench_models import BENCH_VARIANTS
+    from .models import BENCH_VARIANTS
 
     return BENCH_VARIANTS[name].mllm
 
@@ -972,6 +982,3 @@ def main(argv=None) -> int:
     run(args)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
