@@ -13,12 +13,7 @@ from .common import Report, gb
 
 
 def bench_placement(model, name: str, report: Report) -> dict:
-    """Bytes of weights each memory policy puts on the accelerator at its worst moment, from the loaded
-    parameters (computed, so it runs anywhere; on CUDA the `cuda` section measures the real peaks).
-
-    Mirrors OpenUniModel._use: offloaded parts are copied in only while used, and the MLLM encodes layer
-    by layer (streaming.py) but captions whole.
-    """
+    """{policy: {"generate": bytes, "caption": bytes}} for the loaded model, as the module docstring says."""
     from openuni_core.model import _param_bytes
     from openuni_core.streaming import largest_layer_bytes
 
