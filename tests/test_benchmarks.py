@@ -1,16 +1,28 @@
 """The benchmark's own code path, end to end on the tiny models, so it cannot rot."""
 
 import argparse
+import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from openuni_core import bench
+from benchmarks.common import FP32_IMAGE_TOLERANCE, MemorySampler, Report, Settings, ours_generate
+from benchmarks.compare import reference_conditioning, reference_generate
+from benchmarks.cuda_memory import bench_cuda_memory
+from benchmarks.load import naive_load, probe_load
+from benchmarks.models import BenchPaths, tiny_models
+from benchmarks.placement import bench_placement
+from benchmarks.run import parse_args
+from benchmarks.run import run as run_benchmark
+from benchmarks.targets import target_lines
+from benchmarks.tiling import bench_tiling, probe_tiling
 
 
 def test_reference_conditioning_equals_ours(model):
     """The independent upstream-style padded [prompt, CFG] batch gives the same conditioning as the core."""
-    ref = bench.reference_conditioning(model, "a red fox in the snow").float()
+    ref = reference_conditioning(model, "a red fox in the snow").float()
     ours_pos = model.encode_prompt("a red fox in the snow").embeds
     ours_neg = model.encode_negative().embeds
     assert ref.shape == (2, 256, model.transformer.config.caption_channels)
@@ -20,20 +32,20 @@ def test_reference_conditioning_equals_ours(model):
 
 def test_reference_and_ours_make_the_same_image(model):
     kw = dict(steps=2, cfg=4.5, width=256, height=256, seed=5)
-    ref, rw = bench.reference_generate(model, "a cat on a table", **kw)
-    ours, ow = bench.ours_generate(model, "a cat on a table", **kw)
+    ref, rw = reference_generate(model, "a cat on a table", **kw)
+    ours, ow = ours_generate(model, "a cat on a table", **kw)
     assert ref.shape == ours.shape == (1, 256, 256, 3)
-    assert (ref - ours).abs().max() <= bench.FP32_IMAGE_TOLERANCE
+    assert (ref - ours).abs().max() <= FP32_IMAGE_TOLERANCE
     assert set(rw.stages) == set(ow.stages) == {"conditioning", "sampling", "decode"}
 
 
 def test_benchmark_runs_end_to_end_on_tiny_models(tmp_path, capsys):
-    args = bench._parse(["--tiny", "--only", "compare,repeat", "--repeats", "1", "--cache", str(tmp_path),
-                         "--json", str(tmp_path / "out.json")])
-    report = bench.run(args)
+    args = parse_args(["--tiny", "--only", "compare,repeat", "--repeats", "1", "--cache", str(tmp_path),
+                       "--json", str(tmp_path / "out.json")])
+    report = run_benchmark(args)
     res = report.results["tiny-B"]
     c, r = res["compare"], res["repeat"]
-    assert c["max_abs_image_diff"] <= bench.FP32_IMAGE_TOLERANCE
+    assert c["max_abs_image_diff"] <= FP32_IMAGE_TOLERANCE
     assert c["reference_s_per_image"] > 0 and c["ours_s_per_image"] > 0 and c["ratio"] > 0
     assert c["reference_llm_forwards_per_image"] == 1 and c["ours_llm_forwards_per_image"] == 1
     assert r["ours_llm_forwards"] == 0 and r["reference_llm_forwards"] == 1
@@ -52,16 +64,14 @@ def _probe_args(tiny, **kw):
 
 @pytest.mark.parametrize("loader", ["ours", "naive"])
 def test_load_probe_measures_time_memory_and_weights(tiny, loader):
-    r = bench._probe_load(_probe_args(tiny, loader=loader))
+    r = probe_load(_probe_args(tiny, loader=loader))
     assert r["loader"] == loader and r["seconds"] > 0
     assert r["weight_bytes"] > 0 and r["rss_peak_delta"] >= 0
 
 
 def test_naive_baseline_loads_the_same_weights(tiny, model):
-    from openuni_core.bench_models import BenchPaths
-
     paths = BenchPaths("tiny-B", tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, mllm_hf=tiny.mllm_hf)
-    mllm, transformer, vae, connector, projector = bench.naive_load(paths, torch.float32, torch.device("cpu"))
+    mllm, transformer, vae, connector, projector = naive_load(paths, torch.float32, torch.device("cpu"))
     for a, b in ((transformer, model.transformer), (vae, model.vae), (connector, model.bridge.connector),
                  (projector, model.bridge.projector), (mllm.model.language_model, model.mllm.model.language_model)):
         sa, sb = a.state_dict(), b.state_dict()
@@ -70,13 +80,26 @@ def test_naive_baseline_loads_the_same_weights(tiny, model):
 
 
 def test_tiling_probe(tiny):
-    r = bench._probe_tiling(argparse.Namespace(vae=str(tiny.vae), mode="tiled", what="decode", size=256, dtype="fp32",
-                                               device="cpu", tile=64, out=None))
+    r = probe_tiling(argparse.Namespace(vae=str(tiny.vae), mode="tiled", what="decode", size=256, dtype="fp32",
+                                        device="cpu", tile=64, out=None))
     assert r["seconds"] > 0 and r["mode"] == "tiled"
 
 
+def test_tiling_section_runs_its_probes_as_fresh_processes_from_any_folder(tiny, tmp_path, monkeypatch):
+    """The probes run `python -m benchmarks --_probe ...` in a fresh process; started from another working
+    directory with relative paths, they still find the package and the files."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    vae = Path(os.path.relpath(tiny.vae, tmp_path))
+    out = bench_tiling(vae, "DC-AE", "fp32", torch.device("cpu"), 256, Report({"device": "cpu"}), what=("decode",),
+                       tile=64, workdir=Path("work"))["decode"]
+    assert out["untiled"]["mode"] == "untiled" and out["tiled"]["mode"] == "tiled"
+    assert out["tiled"]["seconds"] > 0 and math.isfinite(out["max_abs_diff"])
+    assert not any((tmp_path / "work").iterdir())  # the outputs compared are removed
+
+
 def test_memory_sampler_sees_an_allocation():
-    with bench.MemorySampler() as mem:
+    with MemorySampler() as mem:
         x = torch.ones(64 * 2**20 // 4)  # 64 MB
         x += 1
     assert mem.delta_bytes("VmRSS") >= 48 * 2**20
@@ -84,9 +107,9 @@ def test_memory_sampler_sees_an_allocation():
 
 
 def test_cli_defaults():
-    a = bench._parse(["--quick"])
+    a = parse_args(["--quick"])
     assert a.quick and a.variants is None
-    a = bench._parse(["--variants", "B-512,L-1024", "--steps", "3", "--dtype", "bf16", "--device", "cpu"])
+    a = parse_args(["--variants", "B-512,L-1024", "--steps", "3", "--dtype", "bf16", "--device", "cpu"])
     assert a.steps == 3 and a.dtype == "bf16"
 
 
@@ -130,7 +153,7 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
                 peak = max(peak, sum(resident.values()) + block["bytes"])
         return peak
 
-    figures = bench.bench_placement(m, "tiny-B", bench.Report({}))[policy]
+    figures = bench_placement(m, "tiny-B", Report({}))[policy]
     assert run([("mllm", True), ("sana", False), ("vae", False)]) == figures["generate"]
     assert run([("mllm", False)]) == figures["caption"]
 
@@ -138,21 +161,19 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
 def test_cuda_section_and_its_vram_targets_run_with_a_stand_in_cuda(tmp_path, monkeypatch):
     """The CUDA section has not met a GPU here: run its code with torch.cuda's memory counters stood in,
     so the first GPU run cannot fail on a typo, and check how the VRAM targets are judged."""
-    from openuni_core.bench_models import tiny_models
-
     peaks = iter([5.0e9, 6.0e9, 3.9e9, 4.5e9, 2.0e9, 2.5e9])  # none, mllm, sequential × two sizes
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: next(peaks))
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 7e9)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    s = bench.Settings(steps=1, cfg=4.5, size=64, repeats=1, dtype="fp32", device=torch.device("cpu"))
-    report = bench.Report({"device": "cuda:0"})
-    out = bench.bench_cuda_memory(tiny_models(tmp_path), "OpenUni-B-512", s, [64, 128], report)
+    s = Settings(steps=1, cfg=4.5, size=64, repeats=1, dtype="fp32", device=torch.device("cpu"))
+    report = Report({"device": "cuda:0"})
+    out = bench_cuda_memory(tiny_models(tmp_path), "OpenUni-B-512", s, [64, 128], report)
     assert set(out) == {f"{p}@{n}" for p in ("none", "mllm", "sequential") for n in (64, 128)}
     assert out["mllm@64"]["peak_vram_bytes"] == 3.9e9 and out["sequential@128"]["s_per_image"] > 0
     report.results["OpenUni-B-512"] = {"cuda": out}
-    lines = bench.target_lines(report)
+    lines = target_lines(report)
     assert any("64² peak VRAM with MLLM offload ≤ 4 GB" in line and line.endswith("met") for line in lines), lines
     assert any("sequential offload below MLLM offload" in line and line.endswith("met") for line in lines), lines
     out["mllm@64"]["peak_vram_bytes"] = 4.1e9  # over 4 GB, though under 4 GiB
-    assert any("peak VRAM with MLLM offload" in line and line.endswith("MISSED") for line in bench.target_lines(report))
+    assert any("peak VRAM with MLLM offload" in line and line.endswith("MISSED") for line in target_lines(report))

