@@ -252,7 +252,7 @@ def timed_run(fn, s: Settings, model=None):
     model: its prompt cache is restored before a repeat, so a repeated run does the same work again.
     """
     best = None
-    cache = getattr(model, "_cache", None)
+    cache = model.prompts.cache if model is not None else None
     saved = dict(cache) if cache is not None else None
     for attempt in range(max(1, s.max_tries if s.quiet_wait else 1)):
         if attempt and cache is not None:

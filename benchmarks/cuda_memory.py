@@ -16,10 +16,11 @@ from .common import PROMPTS, Report, Settings, fmt_stages, gb, ours_generate
 
 def bench_cuda_memory(paths, name: str, s: Settings, sizes: list[int], report: Report) -> dict:
     """Peak VRAM and seconds per image for each memory policy (fresh load per policy)."""
-    from openuni_core.model import OFFLOAD, load_openuni
+    from openuni_core.loading import load_openuni
+    from openuni_core.options import MEMORY_POLICIES
 
     out = {}
-    for policy in OFFLOAD:
+    for policy in MEMORY_POLICIES:
         model = load_openuni(paths.checkpoint, paths.mllm, paths.sana, paths.vae, dtype=s.dtype, device=s.device,
                              offload=policy)
         for size in sizes:

@@ -83,7 +83,8 @@ def probe_load(a) -> dict:
     import diffusers  # noqa: F401  (imports are part of the baseline, not of the load)
     import transformers  # noqa: F401
 
-    from openuni_core.model import load_openuni, resolve_dtype
+    from openuni_core.devices import resolve_dtype
+    from openuni_core.loading import load_openuni
 
     from .models import BenchPaths
 

@@ -2,7 +2,7 @@
 `placement`), while generating and while captioning.
 
 Computed from the loaded model's parameters, nothing is moved, so it runs anywhere (on CUDA the `cuda` section
-measures the real peaks). It mirrors OpenUniModel._use: offloaded parts are copied in only while used, and the
+measures the real peaks). It mirrors Placement.use (openuni_core/placement.py): offloaded parts are copied in only while used, and the
 MLLM encodes layer by layer (openuni_core/streaming.py) but captions whole. tests/test_benchmarks.py checks
 these figures against what the core actually asks the device for.
 """
@@ -14,7 +14,7 @@ from .common import Report, gb
 
 def bench_placement(model, name: str, report: Report) -> dict:
     """{policy: {"generate": bytes, "caption": bytes}} for the loaded model, as the module docstring says."""
-    from openuni_core.model import _param_bytes
+    from openuni_core.placement import param_bytes as _param_bytes
     from openuni_core.streaming import largest_layer_bytes
 
     mllm, bridge = _param_bytes(model.mllm), _param_bytes(model.bridge)

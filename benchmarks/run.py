@@ -80,7 +80,8 @@ def parse_args(argv):
 
 
 def run(args) -> Report:
-    from openuni_core.model import load_openuni, resolve_device, resolve_dtype
+    from openuni_core.devices import resolve_device, resolve_dtype
+    from openuni_core.loading import load_openuni
 
     from .models import DEFAULT_CACHE, ensure_internvl_hf, ensure_models, tiny_models
 

@@ -22,7 +22,7 @@ def probe_tiling(a) -> dict:
     from diffusers import AutoencoderDC
 
     from openuni_core import vae as vae_ops
-    from openuni_core.model import resolve_dtype
+    from openuni_core.devices import resolve_dtype
 
     device = torch.device(a.device)
     dtype = resolve_dtype(a.dtype, device)

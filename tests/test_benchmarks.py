@@ -119,18 +119,19 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
     use (a stand-in device; nothing is moved)."""
     import contextlib
 
-    from openuni_core import model as model_mod
+    from openuni_core import placement as placement_mod
     from openuni_core.loading import load_openuni
 
     m = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu",
                      offload=policy)
+    p = m.placement
     fake = torch.device("cuda", 0)
-    monkeypatch.setattr(m, "devices", {"mllm": fake, "sana": fake, "vae": fake})
+    monkeypatch.setattr(p, "devices", {"mllm": fake, "sana": fake, "vae": fake})
     resident, peaks, block = {}, [], {"bytes": 0}
 
     def fake_move(part, dev):
-        m._where[part] = dev
-        resident[part] = m.part_bytes(part) if dev.type == "cuda" else 0
+        p._where[part] = dev
+        resident[part] = p.part_bytes(part) if dev.type == "cuda" else 0
 
     @contextlib.contextmanager
     def fake_weights_on(dev, *, whole=(), per_layer=(), on_host=()):
@@ -139,17 +140,17 @@ def test_placement_figures_match_what_the_core_puts_on_the_device(tiny, policy, 
         block["bytes"] = 0
 
     asked = []
-    m.request_memory = lambda n, dev: asked.append(n)
-    monkeypatch.setattr(m, "_move", fake_move)
-    monkeypatch.setattr(model_mod, "weights_on", fake_weights_on)
-    monkeypatch.setattr(m, "_free_bytes", lambda dev: 1 << 50)  # a roomy stand-in device
-    for part in m._parts:
-        fake_move(part, model_mod.CPU if m._offloaded(part) else fake)
+    p.request_memory = lambda n, dev: asked.append(n)
+    monkeypatch.setattr(p, "_move", fake_move)
+    monkeypatch.setattr(placement_mod, "weights_on", fake_weights_on)
+    monkeypatch.setattr(p, "_free_bytes", lambda dev: 1 << 50)  # a roomy stand-in device
+    for part in p.parts:
+        fake_move(part, placement_mod.CPU if p.offloaded(part) else fake)
 
     def run(uses):
         peak = 0
         for part, per_layer in uses:
-            with m._use(part, "test", per_layer=per_layer):
+            with p.use(part, "test", per_layer=per_layer):
                 peak = max(peak, sum(resident.values()) + block["bytes"])
         return peak
 
