@@ -94,7 +94,8 @@ class OpenUniModel:
                seed: int = DEFAULT_SEED, sampler: str = DEFAULT_SAMPLER, batch_size: int = 1,
                init_latents: torch.Tensor | None = None, strength: float = 1.0, progress=None,
                interrupt=None) -> torch.Tensor:
-        """Conditioning → latents [len(positive)·batch_size, 32, height/32, width/32] float32 on the CPU.
+        """Conditioning → latents [len(positive)·batch_size, 32, height/32, width/32] float32 on the CPU, in DC-AE's
+        own (unscaled) space, like init_latents.
 
         width/height default to the variant's size. negative None with cfg ≠ 1 uses the default negative.
         init_latents + strength: image-to-image (see sampling.sample). progress(i, n), interrupt(): host hooks.
@@ -113,7 +114,7 @@ class OpenUniModel:
                 self.denoiser, self.scheduler_config, positive.embeds, negative.embeds if negative else None,
                 width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler, batch_size=batch_size,
                 init_latents=init_latents, strength=strength if init_latents is not None else 1.0,
-                progress=progress, interrupt=interrupt)
+                scaling_factor=float(self.vae.config.scaling_factor), progress=progress, interrupt=interrupt)
             return latents.cpu()
 
     def decode(self, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:

@@ -87,9 +87,11 @@ def first_step(steps: int, strength: float) -> int:
 def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative: torch.Tensor | None, *,
            width: int, height: int, steps: int, cfg: float, seed: int, sampler: str = "dpmpp", batch_size: int = 1,
            init_latents: torch.Tensor | None = None, strength: float = 1.0, noise: torch.Tensor | None = None,
-           progress: Callable[[int, int], None] | None = None, interrupt: Callable[[], None] | None = None) -> torch.Tensor:
-    """Return final latents [P·batch_size, 32, height/32, width/32] (float32, on the transformer's device, scaled
-    as the diffusion model sees them).
+           scaling_factor: float = 1.0, progress: Callable[[int, int], None] | None = None,
+           interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    """Return final latents [P·batch_size, 32, height/32, width/32] in the autoencoder's own space (float32, on the
+    transformer's device): SANA denoises latents × `scaling_factor` (the DC-AE config's), and the result is divided
+    by it again, so latents enter and leave unscaled, as ComfyUI's LATENT holds them.
 
     positive: [P,256,C] query conditioning; negative: [1 or P,256,C] or None (no guidance). init_latents
     [1 or P·batch_size,32,h,w] / strength in (0,1]: image-to-image, starting from those latents noised to the
@@ -120,7 +122,7 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
     shape = (n, LATENT_CHANNELS, height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
     latents = (initial_noise(seed, shape) if noise is None else noise).to(device)
     if init_latents is not None:
-        x0 = init_latents.to(device=device, dtype=torch.float32).expand(n, -1, -1, -1)
+        x0 = init_latents.to(device=device, dtype=torch.float32).expand(n, -1, -1, -1) * scaling_factor
         sigma = scheduler.sigmas[start * scheduler.order].to(device=device, dtype=torch.float32)
         latents = (1.0 - sigma) * x0 + sigma * latents
 
@@ -144,4 +146,4 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             if progress is not None:
                 progress(i + 1, len(timesteps))
-    return latents
+    return latents / scaling_factor

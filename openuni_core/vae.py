@@ -27,7 +27,7 @@ TILE_OVERLAP = 128  # pixels shared by neighbouring tiles, used only by the blen
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor, tiled: bool | None = None, *, tile_size: int | None = None,
            tile_overlap: int | None = None) -> torch.Tensor:
-    """Latents [B,32,h,w] → images [B,32h,32w,3] float32 on the CPU in 0..1.
+    """Latents [B,32,h,w] in DC-AE's own (unscaled) space → images [B,32h,32w,3] float32 on the CPU in 0..1.
 
     tiled: None = tile when the image has more than TILE_THRESHOLD pixels; True/False force it.
     tile_size: output pixels per tile side (multiple of 32). tile_overlap: pixels shared by neighbouring
@@ -35,12 +35,11 @@ def decode(vae, latents: torch.Tensor, tiled: bool | None = None, *, tile_size: 
     """
     check_latents(latents, what="latent input")
     device, dtype = vae.device, vae.dtype
-    scaling = float(vae.config.scaling_factor)
     use_tiling, tile, overlap = _tiling_plan(latents.shape[-2] * PX, latents.shape[-1] * PX, tiled, tile_size,
                                              tile_overlap)
     out = []
     for one in latents:  # one image at a time bounds peak memory for big batches
-        z = one[None].to(device=device, dtype=dtype) / scaling
+        z = one[None].to(device=device, dtype=dtype)
         x = decode_tiled(vae, z, tile, overlap) if use_tiling else vae.decode(z, return_dict=False)[0]
         out.append(((x.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu())
         del x
@@ -50,7 +49,8 @@ def decode(vae, latents: torch.Tensor, tiled: bool | None = None, *, tile_size: 
 @torch.no_grad()
 def encode(vae, images: torch.Tensor, tiled: bool | None = None, *, tile_size: int | None = None,
            tile_overlap: int | None = None) -> torch.Tensor:
-    """Images [B,H,W,C] in 0..1 (H, W multiples of 32) → latents [B,32,H/32,W/32] float32 on the CPU."""
+    """Images [B,H,W,C] in 0..1 (H, W multiples of 32) → latents [B,32,H/32,W/32] float32 on the CPU, in DC-AE's own
+    (unscaled) space, which is what ComfyUI's LATENT holds; the scaling factor belongs to the diffusion model's side."""
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         raise OpenUniError(f"Expected images as [batch, height, width, channels], got {list(images.shape)}.")
     h, w = images.shape[1:3]
@@ -66,13 +66,12 @@ def encode(vae, images: torch.Tensor, tiled: bool | None = None, *, tile_size: i
         x = x.expand(-1, -1, -1, 3)
     x = x.clamp(0, 1).permute(0, 3, 1, 2) * 2.0 - 1.0
     device, dtype = vae.device, vae.dtype
-    scaling = float(vae.config.scaling_factor)
     use_tiling, tile, overlap = _tiling_plan(h, w, tiled, tile_size, tile_overlap)
     out = []
     for one in x:
         pixels = one[None].to(device=device, dtype=dtype)
         lat = encode_tiled(vae, pixels, tile, overlap) if use_tiling else encode_one(vae, pixels)
-        out.append((lat.float() * scaling).cpu())
+        out.append(lat.float().cpu())
     return torch.cat(out)
 
 

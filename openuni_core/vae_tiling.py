@@ -34,7 +34,7 @@ def _ramp(length: int, start: int, total: int, fade: int, device) -> torch.Tenso
 
 
 def decode_tiled(vae, z: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """z [1,32,h,w] (already divided by the scaling factor) → [1,3,32h,32w], tile by tile."""
+    """z [1,32,h,w] (DC-AE latents, unscaled) → [1,3,32h,32w], tile by tile."""
     exact = _decode_split(vae, z, tile * PX)
     return exact if exact is not None else _decode_blended(vae, z, tile, overlap)
 

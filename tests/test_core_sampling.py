@@ -29,6 +29,9 @@ def test_sampling_equals_sana_pipeline(model, sampler):
                negative_prompt_embeds=neg.embeds, negative_prompt_attention_mask=mask, latents=noise.clone(),
                guidance_scale=cfg, num_inference_steps=steps, height=height, width=width, output_type="latent",
                use_resolution_binning=False, complex_human_instruction=None, return_dict=False)[0]
+    # SanaPipeline's output_type="latent" is what SANA denoises (latents × the DC-AE scaling factor); ours leave
+    # the sampler unscaled, as ComfyUI's LATENT holds them.
+    ref = ref / model.vae.config.scaling_factor
     assert ours.shape == ref.shape == (1, 32, 2, 3)
     assert (ours - ref).abs().max().item() <= 1e-4
     assert (ours - noise).abs().max() > 1e-2  # it really denoised

@@ -27,14 +27,14 @@ def vae64(model):
 
 def _decode64(vae64, latents):
     with torch.no_grad():
-        x = vae64.decode(latents.double() / vae64.config.scaling_factor, return_dict=False)[0]
+        x = vae64.decode(latents.double(), return_dict=False)[0]
     return ((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
 
 
 def _encode64(vae64, images):
     with torch.no_grad():
         lat = vae64.encode(images.double().permute(0, 3, 1, 2) * 2 - 1, return_dict=False)[0]
-    return (lat.latent if hasattr(lat, "latent") else lat) * vae64.config.scaling_factor
+    return lat.latent if hasattr(lat, "latent") else lat
 
 
 @pytest.fixture(scope="module")
