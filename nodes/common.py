@@ -11,6 +11,7 @@ import logging
 import torch
 
 from ..openuni_core.errors import OpenUniError
+from ..openuni_core.images import crop_box_to_multiple
 from ..openuni_core.options import MAX_IMAGE_PIXELS, SPATIAL_COMPRESSION
 
 CATEGORY = "OpenUni"
@@ -81,13 +82,10 @@ def one_size_batch(image) -> torch.Tensor:
 def crop_to_multiple(images: torch.Tensor, multiple: int = SPATIAL_COMPRESSION) -> torch.Tensor:
     """Center-crop [B,H,W,C] to multiples of `multiple` (as ComfyUI's VAE Encode crops to multiples of 8)."""
     h, w = images.shape[1:3]
-    nh, nw = h // multiple * multiple, w // multiple * multiple
-    if nh == 0 or nw == 0:
-        raise OpenUniError(f"The image is {w}×{h}; DC-AE needs at least {multiple}×{multiple} pixels.")
-    if (nh, nw) != (h, w):
-        top, left = (h - nh) // 2, (w - nw) // 2
-        log.info("[OpenUni] VAE Encode: cropping %d×%d to %d×%d", w, h, nw, nh)
-        images = images[:, top:top + nh, left:left + nw]
+    left, top, right, bottom = crop_box_to_multiple(w, h, multiple)
+    if (right - left, bottom - top) != (w, h):
+        log.info("[OpenUni] VAE Encode: cropping %d×%d to %d×%d", w, h, right - left, bottom - top)
+        images = images[:, top:bottom, left:right]
     return images
 
 

@@ -23,7 +23,8 @@ class OpenUniTextEncode:
         return {"required": {
             "model": (MODEL_TYPE, {"tooltip": MODEL_TOOLTIP}),
             "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
-                                  "tooltip": "What to draw. Sent to InternVL3 as 'Generate an image: <prompt>'."}),
+                                  "tooltip": "What to draw. Sent to InternVL3 as 'Generate an image: <prompt>'. An "
+                                             "empty prompt is refused (it would draw an unguided image)."}),
             "negative_prompt": ("STRING", {
                 "multiline": True, "dynamicPrompts": True, "default": "",
                 "tooltip": f"What to steer away from. Empty uses the model's own default ('{DEFAULT_NEGATIVE}'), "
@@ -55,7 +56,7 @@ class OpenUniImageEditEncode:
             "image": ("IMAGE", {"tooltip": "The image to edit (EXPERIMENTAL). Resized to 448×448 for InternVL3; "
                                            "a batch gives one conditioning row per image."}),
             "instruction": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
-                                       "tooltip": "What to change, e.g. 'make it winter'."}),
+                                       "tooltip": "What to change, e.g. 'make it winter'. Must not be empty."}),
             "negative_instruction": ("STRING", {
                 "multiline": True, "default": DEFAULT_EDIT_NEGATIVE,
                 "tooltip": f"Instruction for the guidance branch, with the same image. Empty uses the reference "
@@ -69,5 +70,6 @@ class OpenUniImageEditEncode:
         images = image_list(image)
         refuse_huge(images)
         positive = model.encode_edit(images, instruction)
-        negative = model.encode_edit(images, negative_instruction.strip() or DEFAULT_EDIT_NEGATIVE)
+        negative = model.encode_edit(images, negative_instruction.strip() or DEFAULT_EDIT_NEGATIVE,
+                                     "negative instruction")
         return to_comfy(positive, model), to_comfy(negative, model)

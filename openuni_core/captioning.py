@@ -1,4 +1,4 @@
-"""Understanding: caption / answer questions about an image with InternVL3 chat (DESIGN §5).
+"""Understanding: caption / answer questions about an image in InternVL3's own chat format.
 
 Generation is transformers' own `generate` on the native InternVL model; a stopping criterion
 carries our progress and interrupt hooks into its loop.
@@ -53,6 +53,34 @@ def check_settings(*, max_tiles: int, max_new_tokens: int, temperature: float) -
         raise OpenUniError(f"temperature {temperature} is not allowed: use 0 (greedy) to {MAX_TEMPERATURE:g}.")
 
 
+def chat_prompt_ids(tokenizer, context: int, question: str | None, width: int, height: int, max_tiles: int,
+                    use_thumbnail: bool = True) -> tuple[list[int], int]:
+    """The chat prompt's token ids for a question about a width×height image, and its number of 448² tiles.
+
+    Needs only the tokenizer and the LLM's context length (`InternVLInfo.context`), so a host can check a question
+    before loading the model; `caption` calls it too. An empty question asks options.DEFAULT_QUESTION. Raises
+    OpenUniError for text that is not text or spells a control token, and when the prompt leaves no room for an
+    answer in the context; the message counts the question's own tokens apart from the image's and the template's."""
+    question = check_user_text(tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
+    tiles = tile_count(width, height, max_tiles, use_thumbnail)
+    prompt_ids = tokenizer(chat_query(question, tiles), add_special_tokens=True, verbose=False).input_ids
+    if len(prompt_ids) >= context:
+        own = len(tokenizer(question, add_special_tokens=False, verbose=False).input_ids)
+        image = TOKENS_PER_TILE * tiles
+        template = len(prompt_ids) - own - image
+        room = context - 1 - image - template  # at least one token must be left for the answer
+        if room < 1:
+            raise OpenUniError(
+                f"The image takes {tiles} tiles ({image} tokens) and the chat template {template} tokens, which leaves "
+                f"no room in this model's {context}-token context for the question ({own} tokens) and an answer; "
+                f"lower max_tiles (each tile is {TOKENS_PER_TILE} tokens).")
+        raise OpenUniError(
+            f"The question is {own} tokens long; with {tiles} image tiles ({image} tokens) and {template} tokens of "
+            f"chat template, this model takes at most {room} tokens for it ({context}-token context). Shorten the "
+            "question or lower max_tiles.")
+    return prompt_ids, tiles
+
+
 @torch.no_grad()
 def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_tiles: int = DEFAULT_MAX_TILES,
             max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0, seed: int = 0,
@@ -66,16 +94,9 @@ def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_til
     context (checked before any image work).
     """
     check_settings(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature)
-    question = check_user_text(tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
     pil = to_pil(image)
-    # Check the prompt fits the context before any image work; generation stops at the context's end.
-    tiles = tile_count(pil.width, pil.height, max_tiles, use_thumbnail)
-    prompt_ids = tokenizer(chat_query(question, tiles), add_special_tokens=True).input_ids
     context = int(mllm.config.text_config.max_position_embeddings)
-    if len(prompt_ids) >= context:
-        raise OpenUniError(f"The question is {len(prompt_ids) - TOKENS_PER_TILE * tiles} tokens long with {tiles} image "
-                           f"tiles ({TOKENS_PER_TILE} tokens each); this model takes at most {context} tokens. "
-                           "Shorten the question or lower max_tiles.")
+    prompt_ids, tiles = chat_prompt_ids(tokenizer, context, question, pil.width, pil.height, max_tiles, use_thumbnail)
     max_new_tokens = min(max_new_tokens, context - len(prompt_ids))
     device = mllm.device
     pixel_values = caption_pixel_values(pil, max_tiles, use_thumbnail).to(device=device, dtype=mllm.dtype)

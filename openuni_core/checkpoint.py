@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .errors import OpenUniError
+from .files import expect
 from .variants import NUM_QUERIES
 
 GROUPS = ("meta_queries", "connector", "projector", "transformer", "lmm", "vae")
@@ -42,9 +43,7 @@ class OpenUniCheckpoint:
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     path = Path(path)
-    if not path.is_file():
-        raise OpenUniError(f"OpenUni checkpoint not found: {path}. Put the .pth (e.g. from wusize/openuni) "
-                           "in ComfyUI/models/openuni/ or pass the right path.")
+    expect("checkpoint", path)
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise OpenUniError(f"{path.name}: an OpenUni checkpoint must be a .pth or .safetensors file.")
     if path.stat().st_size == 0:

@@ -1,215 +1,429 @@
-"""Command line: `python -m openuni_core {generate,caption,demo}`."""
+"""Command line: `python -m openuni_core {generate,caption,demo}` (README: Command line).
+
+Every verb runs through `main`, which turns whatever stops it into one line on stderr and an exit status:
+OpenUniError (something the user can fix; the message names the fix) → 2, Ctrl-C → 130, anything else → 1 with a
+request to report it (`--debug` adds the traceback: a user needs the one line, a bug report needs the trace).
+Each verb checks everything cheap before it loads a model (cli_checks.py): flag combinations, output paths,
+input images, settings, the model files and its texts against the tokenizer alone.
+
+A verb is an `add_<verb>(subparsers)` function in VERBS: it builds its flags from the shared helpers below
+(each flag's help says what it does and its default) and sets `func` to the function that runs it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+import traceback
 from pathlib import Path
 
-import numpy as np
+from .options import (ATTENTION_KERNELS, DEFAULT_CAPTION_SEED, DEFAULT_CFG, DEFAULT_EDIT_NEGATIVE, DEFAULT_MAX_NEW_TOKENS,
+                      DEFAULT_MAX_TILES, DEFAULT_NEGATIVE, DEFAULT_QUESTION, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS,
+                      DEFAULT_STRENGTH, DEFAULT_TEMPERATURE, DEFAULT_VARIANT, MAX_BATCH, MAX_NEW_TOKENS, MAX_STEPS,
+                      MAX_TEMPERATURE, MAX_TILES, MEMORY_POLICIES, PRECISIONS, SAMPLERS, SPATIAL_COMPRESSION)
 
-from .errors import OpenUniError
-from .options import (ATTENTION_KERNELS, DEFAULT_CFG, DEFAULT_EDIT_NEGATIVE, DEFAULT_MAX_NEW_TOKENS,
-                      DEFAULT_MAX_TILES, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, MEMORY_POLICIES, PRECISIONS,
-                      SAMPLERS)
-
-
-def _save_png(images, out: Path) -> list[Path]:
-    from PIL import Image
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, img in enumerate(images):
-        p = out if len(images) == 1 else out.with_name(f"{out.stem}_{i:02d}{out.suffix}")
-        Image.fromarray((img.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)).save(p)
-        paths.append(p)
-    return paths
+PROG = "python -m openuni_core"
 
 
-def _resolve_paths(args) -> None:
-    """--models-dir/--variant fill unset paths from the standard layout; --download fetches missing ones."""
-    if not args.models_dir:
-        missing = [f"--{n}" for n in ("mllm", "sana", "checkpoint") if not getattr(args, n)]
-        if missing:
-            raise OpenUniError(f"Give {', '.join(missing)}, or --models-dir (with --variant) to use the standard layout.")
-        return
-    from .files import Layout, download_variant
-    from .variants import VARIANTS
+# ----- what the user sees ---------------------------------------------------------------------------------------
+class StatusLine:
+    """One progress line on stderr that rewrites itself; `end()` finishes it so the next message gets its own line."""
 
-    if args.variant not in VARIANTS or VARIANTS[args.variant].test_only:
-        raise OpenUniError(f"--variant must be one of {[n for n, v in VARIANTS.items() if not v.test_only]}.")
-    variant, layout = VARIANTS[args.variant], Layout(Path(args.models_dir))
-    name = Path(args.checkpoint).name if args.checkpoint else variant.checkpoints[-1]
-    if args.download:
-        download_variant(variant, layout, name, log=lambda s: print(s, file=sys.stderr))
-    args.checkpoint = args.checkpoint or str(layout.checkpoint(name))
-    args.mllm = args.mllm or str(layout.mllm(variant.mllm_repo))
-    args.sana = args.sana or str(layout.sana(variant.sana_repo))
-    args.vae = args.vae or str(layout.vae())
+    def __init__(self):
+        self.open = False
+
+    def show(self, text: str) -> None:
+        sys.stderr.write(f"\r{text}")
+        sys.stderr.flush()
+        self.open = True
+
+    def end(self) -> None:
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
 
 
-def _load(args):
-    from .loading import load_openuni
-
-    _resolve_paths(args)
-    model = load_openuni(args.checkpoint, args.mllm, args.sana, args.vae, dtype=args.dtype, device=args.device,
-                         mllm_device=getattr(args, "mllm_device", None), offload=getattr(args, "offload", "none"),
-                         attention=getattr(args, "attention", "auto"), log=lambda s: print(s, file=sys.stderr))
-    if getattr(args, "compile", False):
-        import torch
-
-        model.denoiser = torch.compile(model.transformer)  # shares the weights; the first run per size compiles
-    return model
+STATUS = StatusLine()
 
 
-def _load_image_tensor(path: str):
-    import torch
-
-    from .images import to_pil
-
-    pil = to_pil(path)
-    return torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0)[None]
-
-
-def cmd_generate(args) -> int:
-    from .sampling import check_settings
-
-    check_settings(width=args.width, height=args.height, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
-                   batch_size=args.batch, strength=args.strength)
-    if args.image and args.edit_image:
-        raise OpenUniError("Use --image (image-to-image) or --edit-image (editing), not both.")
-    for f in (args.image, args.edit_image):
-        if f and not Path(f).is_file():
-            raise OpenUniError(f"Image not found: {f}")
-    model = _load(args)
-    t0 = time.perf_counter()
-    init = None
-    if args.image:
-        img = _load_image_tensor(args.image)
-        if tuple(img.shape[1:3]) != (args.height, args.width):
-            raise OpenUniError(f"--image is {img.shape[2]}×{img.shape[1]} but --width/--height ask for "
-                               f"{args.width}×{args.height}; give the image's size.")
-        init = model.encode_images(img)
-    if args.edit_image:
-        positive = model.encode_edit(_load_image_tensor(args.edit_image)[0], args.prompt)
-        negative = model.encode_edit(_load_image_tensor(args.edit_image)[0], args.negative or
-                                     DEFAULT_EDIT_NEGATIVE) if args.cfg != 1.0 else None
-    else:
-        if args.cfg != 1.0:
-            positive, negative = model.encode_pair(args.prompt, args.negative)
-        else:
-            positive, negative = model.encode_prompt(args.prompt), None
-    latents = model.sample(positive, negative, width=args.width, height=args.height, steps=args.steps, cfg=args.cfg,
-                           seed=args.seed, sampler=args.sampler, batch_size=args.batch, init_latents=init,
-                           strength=args.strength if init is not None else 1.0,
-                           progress=lambda i, n: print(f"\rstep {i}/{n}", end="", file=sys.stderr))
-    print(file=sys.stderr)
-    if args.save_latents:
-        from safetensors.torch import save_file
-
-        Path(args.save_latents).parent.mkdir(parents=True, exist_ok=True)
-        save_file({"latents": latents.contiguous()}, args.save_latents)
-    paths = _save_png(model.decode(latents), Path(args.out))
-    print(f"saved {', '.join(map(str, paths))} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    return 0
-
-
-def cmd_caption(args) -> int:
-    from .captioning import check_settings
-    from .internvl import load_internvl
-    from .devices import resolve_device, resolve_dtype
-
-    check_settings(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    if not Path(args.image).is_file():
-        raise OpenUniError(f"Image not found: {args.image}")
-    from . import captioning
-
-    device = resolve_device(args.device)
-    mllm, tokenizer, info = load_internvl(args.mllm, dtype=resolve_dtype(args.dtype, device))
-    mllm.to(device)
-    print(captioning.caption(mllm, tokenizer, args.image, question=args.question,
-                             max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens,
-                             temperature=args.temperature, seed=args.seed, use_thumbnail=info.use_thumbnail))
-    return 0
-
-
-def cmd_demo(args) -> int:
-    """Write tiny random models and run generate, edit and caption on them, fully offline."""
-    from .loading import load_openuni
-    from .tiny import write_tiny_models
-
-    out = Path(args.out)
-    print(f"[demo] writing tiny random models to {out} (no download; the images are noise-like by design)")
-    tiny = write_tiny_models(out / "models")
-    model = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device=args.device)
-    print(f"[demo] loaded: {model.report}")
-    image = model.generate("a red fox in the snow", width=128, height=96, steps=4, cfg=4.5, seed=42)
-    p1 = _save_png(image, out / "demo_generate.png")[0]
-    edited = model.decode(model.sample(model.encode_edit(image[0], "make it blue"),
-                                       model.encode_edit(image[0], "Keep the image as it is."),
-                                       width=128, height=96, steps=4, cfg=4.5, seed=7))
-    p2 = _save_png(edited, out / "demo_edit.png")[0]
-    text = model.caption(image[0], max_new_tokens=16)
-    print(f"[demo] generate → {p1}\n[demo] edit → {p2}\n[demo] caption (random model, so gibberish) → {text!r}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m openuni_core", description="OpenUni engine (InternVL3 + SANA).")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="text (or image) → image")
-    g.add_argument("--mllm", help="InternVL3 folder (original or -hf format)")
-    g.add_argument("--sana", help="SANA diffusers folder (transformer/, scheduler/)")
-    g.add_argument("--vae", help="DC-AE folder (default: SANA folder's vae/)")
-    g.add_argument("--checkpoint", help="OpenUni .pth or .safetensors")
-    g.add_argument("--models-dir", help="use the standard layout under this folder (see README) for unset paths")
-    g.add_argument("--variant", default="OpenUni-B-512", help="variant for --models-dir / --download")
-    g.add_argument("--download", action="store_true",
-                   help="fetch missing files of --variant into --models-dir with huggingface_hub (off by default)")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--negative", default="")
-    g.add_argument("--image", help="image-to-image: start from this image (needs --strength)")
-    g.add_argument("--strength", type=float, default=1.0)
-    g.add_argument("--edit-image", help="EXPERIMENTAL editing: condition on this image + the prompt as instruction")
-    g.add_argument("--width", type=int, default=512)
-    g.add_argument("--height", type=int, default=512)
-    g.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    g.add_argument("--cfg", type=float, default=DEFAULT_CFG)
-    g.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    g.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER)
-    g.add_argument("--batch", type=int, default=1)
-    g.add_argument("--dtype", choices=PRECISIONS, default="auto")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (SANA and DC-AE)")
-    g.add_argument("--mllm-device", default=None, help="device for InternVL3 (default: --device)")
-    g.add_argument("--offload", choices=MEMORY_POLICIES, default="none")
-    g.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto")
-    g.add_argument("--compile", action="store_true", help="torch.compile the SANA transformer (slow first run)")
-    g.add_argument("--out", required=True, help="output PNG (a batch adds _00, _01 …)")
-    g.add_argument("--save-latents", help="also save the final latents as .safetensors")
-    g.set_defaults(func=cmd_generate)
-    c = sub.add_parser("caption", help="caption an image or answer a question about it")
-    c.add_argument("--mllm", required=True)
-    c.add_argument("--image", required=True)
-    c.add_argument("--question", default="")
-    c.add_argument("--max-tiles", type=int, default=DEFAULT_MAX_TILES)
-    c.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--dtype", choices=PRECISIONS, default="auto")
-    c.add_argument("--device", default="auto")
-    c.set_defaults(func=cmd_caption)
-    d = sub.add_parser("demo", help="offline demo on tiny random models")
-    d.add_argument("--out", default="openuni_demo")
-    d.add_argument("--device", default="cpu")
-    d.set_defaults(func=cmd_demo)
-    return p
+def say(text: str) -> None:
+    """One informational line on stderr (stdout carries only results, such as a caption)."""
+    STATUS.end()
+    print(text, file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except OpenUniError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except BaseException as e:  # Ctrl-C included: every way out of a verb ends as one line and a status
+        return exit_status(e, debug=args.debug)
+
+
+def exit_status(e: BaseException, *, debug: bool) -> int:
+    """Print the one line for `e` (and, with debug, its traceback first) and return the exit status."""
+    STATUS.end()
+    if isinstance(e, SystemExit):
+        raise e
+    if debug:
+        traceback.print_exception(type(e), e, e.__traceback__)
+    if isinstance(e, KeyboardInterrupt):
+        say("interrupted (Ctrl-C)")
+        return 130
+    errors = sys.modules.get(f"{__package__}.errors")  # not imported yet: then it cannot be one of ours
+    if errors is not None and isinstance(e, errors.OpenUniError):
+        say(f"error: {e}")
         return 2
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    say(f"error: unexpected {type(e).__name__}{': ' + first if first else ''} — this is a bug in OpenUni; please "
+        "report it with the output of the same command run with --debug.")
+    return 1
+
+
+def refuse(conflicts: list[tuple[bool, str]]) -> None:
+    """Flags that would be silently ignored: the first that applies is refused with its message."""
+    from .errors import OpenUniError
+
+    for applies, message in conflicts:
+        if applies:
+            raise OpenUniError(message)
+
+
+# ----- the parser -------------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own: usage + message; ours: the same one line as every error
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+class Help(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless it already says what happens by default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.required or action.default is argparse.SUPPRESS
+                or "default" in text):
+            return text
+        if action.nargs == 0:
+            return f"{text} (off by default)"
+        return f"{text} (default: %(default)s)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog=PROG, description="OpenUni (InternVL3 + SANA): generate images, caption them, or run the "
+                                      "offline demo. Each verb has its own --help.")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="{" + ",".join(v.__name__[4:] for v in VERBS) + "}")
+    for add in VERBS:
+        add(sub)
+    return p
+
+
+def verb(sub, name: str, summary: str, func) -> argparse.ArgumentParser:
+    v = sub.add_parser(name, help=summary, description=summary, formatter_class=Help)
+    v.set_defaults(func=func)
+    v.add_argument("--debug", action="store_true", help="print the full traceback of an unexpected error")
+    return v
+
+
+def add_device_flags(p, *, default_device: str = "auto") -> None:
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default=default_device, metavar="DEVICE",
+                   help="where the models run: auto (the first GPU, else the CPU), cpu, cuda, cuda:1, …")
+    g.add_argument("--dtype", choices=PRECISIONS, default="auto",
+                   help="precision; auto = bf16 on GPUs that support it, else fp16, and fp32 on the CPU")
+
+
+def add_image_answer_flags(p) -> None:
+    """What a question about an image needs (caption; a chat verb shares it)."""
+    g = p.add_argument_group("answer")
+    g.add_argument("--max-tiles", type=int, metavar="N", default=DEFAULT_MAX_TILES,
+                   help=f"448×448 tiles the image is cut into, 1 to {MAX_TILES}")
+    g.add_argument("--max-new-tokens", type=int, metavar="N", default=DEFAULT_MAX_NEW_TOKENS,
+                   help=f"longest answer in tokens, 1 to {MAX_NEW_TOKENS}")
+    g.add_argument("--temperature", type=float, metavar="F", default=DEFAULT_TEMPERATURE,
+                   help=f"0 answers greedily (the same answer every time); above 0 samples, up to {MAX_TEMPERATURE:g}")
+    g.add_argument("--seed", type=int, default=None, metavar="N",
+                   help=f"seed for sampling; only with --temperature above 0 (default: {DEFAULT_CAPTION_SEED})")
+
+
+def add_model_flags(p) -> None:
+    g = p.add_argument_group("model files (give the paths, or --models-dir)")
+    g.add_argument("--checkpoint", metavar="FILE", help="OpenUni checkpoint file, .pth or .safetensors (default: from --models-dir)")
+    g.add_argument("--mllm", metavar="DIR", help="InternVL3 folder, original or -hf format (default: from --models-dir)")
+    g.add_argument("--sana", metavar="DIR", help="SANA diffusers folder with transformer/ and scheduler/ (default: from --models-dir)")
+    g.add_argument("--vae", metavar="DIR", help="DC-AE folder (default: the SANA folder's vae/, or from --models-dir)")
+    g.add_argument("--models-dir", metavar="DIR", help="take the unset paths above from the standard layout under this folder "
+                                        "(README: Model files) (default: none)")
+    g.add_argument("--variant", metavar="NAME", help=f"which variant --models-dir holds: OpenUni-B-512, OpenUni-L-512 or "
+                                     f"OpenUni-L-1024 (default: {DEFAULT_VARIANT}, with --models-dir only)")
+    g.add_argument("--download", action="store_true",
+                   help="fetch the variant's missing files into --models-dir with huggingface_hub; nothing is "
+                        "downloaded without it")
+
+
+# ----- generate ---------------------------------------------------------------------------------------------------
+def add_generate(sub) -> None:
+    g = verb(sub, "generate", "text (or image) → image", cmd_generate)
+    add_model_flags(g)
+    t = g.add_argument_group("what to draw")
+    t.add_argument("--prompt", required=True, metavar="TEXT", help="what to draw (required; not empty)")
+    t.add_argument("--negative", metavar="TEXT", help=f"what to steer away from; needs --cfg other than 1 (default: the model's own "
+                                      f"'{DEFAULT_NEGATIVE}', with --edit-image '{DEFAULT_EDIT_NEGATIVE}')")
+    t.add_argument("--image", metavar="FILE", help="image-to-image: start from this image, kept at its size centre-cropped to "
+                                   "multiples of 32, or scaled and cropped to --width/--height (default: none)")
+    t.add_argument("--strength", type=float, metavar="F", help=f"with --image: how much of it is re-drawn, above 0 up to 1 "
+                                                  f"(default: {DEFAULT_STRENGTH} with --image)")
+    t.add_argument("--edit-image", metavar="FILE", help="EXPERIMENTAL editing: condition on this image, with --prompt as the "
+                                        "instruction (default: none)")
+    s = g.add_argument_group("sampling")
+    for side in ("width", "height"):
+        s.add_argument(f"--{side}", type=int, metavar="PX", help=f"image {side} in pixels, a multiple of {SPATIAL_COMPRESSION} "
+                                                   "(default: the variant's, 512 or 1024; with --image, the image's)")
+    s.add_argument("--steps", type=int, metavar="N", default=DEFAULT_STEPS, help=f"sampling steps, 1 to {MAX_STEPS}")
+    s.add_argument("--cfg", type=float, metavar="F", default=DEFAULT_CFG, help="guidance scale, 0 to 100; 1 turns guidance off")
+    s.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N", help="noise seed (the noise is drawn on the CPU, so a "
+                                                                  "seed gives the same image on any device)")
+    s.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+                   help="; ".join(f"{k}: {v}" for k, v in SAMPLERS.items()))
+    s.add_argument("--batch", type=int, metavar="N", default=1, help=f"images from the prompt, 1 to {MAX_BATCH}")
+    add_device_flags(g)
+    h = g.add_argument_group("memory and speed")
+    h.add_argument("--mllm-device", metavar="DEVICE", help="device for InternVL3, e.g. cpu while SANA runs on cuda (default: --device)")
+    h.add_argument("--offload", choices=MEMORY_POLICIES, default="none",
+                   help="none keeps every part on its device; mllm keeps InternVL3 in CPU RAM and streams it in to "
+                        "encode; sequential does the same for SANA and DC-AE")
+    h.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto",
+                   help="LLM attention kernel; auto = flash_attention_2 where flash-attn is installed on CUDA, else sdpa")
+    h.add_argument("--compile", action="store_true", help="torch.compile the SANA transformer (the first run per "
+                                                          "size pays the compilation)")
+    o = g.add_argument_group("output")
+    o.add_argument("--out", required=True, metavar="FILE", help="image file to write, .png, .jpg, …; a batch writes NAME_00.png, "
+                                                "NAME_01.png, … (required)")
+    o.add_argument("--save-latents", metavar="FILE", help="also write the final latents (DC-AE's own, unscaled) to this .safetensors "
+                                          "file (default: not written)")
+    o.add_argument("--overwrite", action="store_true", help="replace output files that exist; without it an existing "
+                                                            "file stops the run before any work")
+
+
+def cmd_generate(args) -> int:
+    from . import cli_checks as checks
+    from .sampling import check_settings
+
+    paths_given = all(getattr(args, n) for n in ("checkpoint", "mllm", "sana", "vae"))
+    refuse([
+        (args.strength is not None and not args.image,
+         "--strength applies only to --image (image-to-image); add --image or remove --strength."),
+        (args.image and args.edit_image, "Use --image (image-to-image) or --edit-image (editing), not both."),
+        (args.negative and args.cfg == 1.0,
+         "--negative has no effect with --cfg 1 (guidance off); remove it or raise --cfg."),
+        (args.variant and not args.models_dir, "--variant applies only to --models-dir; add --models-dir DIR or "
+                                               "remove --variant."),
+        (args.download and not args.models_dir, "--download fetches into --models-dir and never into the paths you "
+                                                "give; add --models-dir DIR or remove --download."),
+        (args.models_dir and paths_given, "--models-dir has no effect: --checkpoint, --mllm, --sana and --vae are "
+                                          "all given; remove it (or some of them)."),
+    ])
+    strength = args.strength if args.strength is not None else (DEFAULT_STRENGTH if args.image else 1.0)
+    settings = dict(steps=args.steps, cfg=args.cfg, sampler=args.sampler, batch_size=args.batch, strength=strength)
+    check_settings(width=args.width, height=args.height, **settings)
+    outputs = checks.Outputs()
+    pictures = outputs.add("--out", args.out, checks.image_suffixes(), "an image file", count=args.batch,
+                           overwrite=args.overwrite)
+    latents_file = (outputs.add("--save-latents", args.save_latents, (".safetensors",), "a latents file",
+                                overwrite=args.overwrite)[0] if args.save_latents else None)
+    check_devices(args.device, args.mllm_device, args.dtype, args.attention)
+    width, height, init, edit = args.width, args.height, None, None
+    if args.image:
+        init, width, height = checks.init_image(args.image, width, height, say)
+    if args.edit_image:
+        edit = checks.read_image("--edit-image", args.edit_image)
+    files = checks.model_files(*model_paths(args))
+    width, height = width or files.variant.pixels, height or files.variant.pixels
+    check_settings(width=width, height=height, **settings)
+    texts = checks.prompt_rules(files.mllm_info)
+    if edit is not None:
+        texts.instruction(args.prompt, "prompt")
+        texts.instruction(args.negative or DEFAULT_EDIT_NEGATIVE, "negative prompt")
+    else:
+        texts.prompts(args.prompt)
+        texts.negative(args.negative)
+    outputs.prepare()
+
+    model = load(args, files.paths)
+    t0 = time.perf_counter()
+    init_latents = model.encode_images(pixels(init)) if init is not None else None
+    if edit is not None:
+        positive = model.encode_edit(edit, args.prompt, "prompt")
+        negative = (model.encode_edit(edit, args.negative or DEFAULT_EDIT_NEGATIVE, "negative prompt")
+                    if args.cfg != 1.0 else None)
+    elif args.cfg != 1.0:
+        positive, negative = model.encode_pair(args.prompt, args.negative)
+    else:
+        positive, negative = model.encode_prompt(args.prompt), None
+    latents = model.sample(positive, negative, width=width, height=height, seed=args.seed, init_latents=init_latents,
+                           progress=lambda i, n: STATUS.show(f"step {i}/{n}"), **settings)
+    STATUS.end()
+    if latents_file is not None:
+        from safetensors.torch import save_file
+
+        write(latents_file, lambda: save_file({"latents": latents.contiguous()}, str(latents_file)))
+    for image, path in zip(model.decode(latents), pictures):
+        write(path, lambda: to_image(image).save(path))
+    say(f"saved {', '.join(map(str, pictures))} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def check_devices(device: str, mllm_device: str | None, dtype: str, attention: str) -> None:
+    """The device, precision and attention choices, checked before any file is read (load_openuni resolves them)."""
+    from .devices import resolve_attention, resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    resolve_dtype(dtype, dev)
+    resolve_attention(attention, resolve_device(mllm_device) if mllm_device not in (None, "", "auto") else dev)
+
+
+def model_paths(args):
+    """(files.ModelPaths, how to fetch missing files here): explicit paths, or --models-dir's layout for --variant
+    (fetching what is missing first, with --download)."""
+    from .errors import OpenUniError
+    from .files import Layout, ModelPaths, download_variant
+    from .variants import VARIANTS
+
+    if not args.models_dir:
+        unset = [f"--{n}" for n in ("checkpoint", "mllm", "sana") if not getattr(args, n)]
+        if unset:
+            raise OpenUniError(f"Give {', '.join(unset)}, or --models-dir DIR to take them from the standard layout.")
+        return ModelPaths(Path(args.checkpoint), Path(args.mllm), Path(args.sana),
+                          Path(args.vae) if args.vae else None), None
+    released = [n for n, v in VARIANTS.items() if not v.test_only]
+    name = args.variant or DEFAULT_VARIANT
+    if name not in released:
+        raise OpenUniError(f"--variant {name} is not a released variant; choose one of {', '.join(released)}.")
+    variant, layout = VARIANTS[name], Layout(Path(args.models_dir).expanduser())
+    paths = ModelPaths(Path(args.checkpoint) if args.checkpoint else layout.checkpoint(variant.checkpoints[-1]),
+                       Path(args.mllm or layout.mllm(variant.mllm_repo)),
+                       Path(args.sana or layout.sana(variant.sana_repo)), Path(args.vae or layout.vae()))
+    if args.download:
+        download_variant(variant, layout, paths.checkpoint.name, mllm=paths.mllm, sana=paths.sana, vae=paths.vae,
+                         log=say)
+        return paths, None
+    return paths, "add --download to fetch them into --models-dir"
+
+
+def load(args, paths):
+    from .loading import load_openuni
+
+    model = load_openuni(paths.checkpoint, paths.mllm, paths.sana, paths.vae, dtype=args.dtype, device=args.device,
+                         mllm_device=args.mllm_device, offload=args.offload, attention=args.attention, log=say)
+    if args.compile:
+        import torch
+
+        model.denoiser = torch.compile(model.transformer)  # shares the weights; the first run per size compiles
+    return model
+
+
+def pixels(image):
+    """RGB PIL image → [1,H,W,3] float32 in 0..1 (the engine's image layout)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+
+
+def to_image(image):
+    """[H,W,3] float in 0..1 → RGB PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray((image.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8))
+
+
+def write(path: Path, save) -> None:
+    """Run `save`, turning a full disk or a folder that vanished into a one-line error naming the file."""
+    from .errors import OpenUniError
+
+    try:
+        save()
+    except OSError as e:
+        raise OpenUniError(f"Cannot write {path}: {e.strerror or e}.") from e
+
+
+# ----- caption ----------------------------------------------------------------------------------------------------
+def add_caption(sub) -> None:
+    c = verb(sub, "caption", "caption an image, or answer a question about it", cmd_caption)
+    c.add_argument("--mllm", required=True, metavar="DIR", help="InternVL3 folder, original or -hf format (required)")
+    c.add_argument("--image", required=True, metavar="FILE", help="the image to caption or ask about (required)")
+    c.add_argument("--question", metavar="TEXT", help=f"what to ask (default: '{DEFAULT_QUESTION}')")
+    add_image_answer_flags(c)
+    add_device_flags(c)
+
+
+def cmd_caption(args) -> int:
+    from . import captioning
+    from . import cli_checks as checks
+    from .devices import resolve_device, resolve_dtype
+    from .internvl import inspect_internvl_folder, load_internvl
+
+    refuse([(args.seed is not None and args.temperature < 0.01,
+             "--seed only matters when sampling; add --temperature above 0 or remove --seed.")])
+    captioning.check_settings(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature)
+    image = checks.read_image("--image", args.image)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    info = inspect_internvl_folder(args.mllm)
+    captioning.chat_prompt_ids(*checks.tokenizer_and_context(info), args.question, image.width, image.height,
+                               args.max_tiles, info.use_thumbnail)
+
+    say(f"[OpenUni] loading InternVL3 ({info.format} format) from {info.path}")
+    mllm, tokenizer, info = load_internvl(info.path, dtype=dtype)
+    mllm.to(device)
+    answer = captioning.caption(mllm, tokenizer, image, question=args.question, max_tiles=args.max_tiles,
+                                max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                seed=DEFAULT_CAPTION_SEED if args.seed is None else args.seed,
+                                use_thumbnail=info.use_thumbnail,
+                                progress=lambda i, n: STATUS.show(f"answer: {i}/{n} tokens"))
+    STATUS.end()
+    print(answer)
+    return 0
+
+
+# ----- demo -------------------------------------------------------------------------------------------------------
+def add_demo(sub) -> None:
+    d = verb(sub, "demo", "generate, edit and caption with tiny random models written on the spot (offline; the "
+                          "images are noise-like by design)", cmd_demo)
+    d.add_argument("--out", default="openuni_demo", metavar="DIR", help="folder for the tiny models and the demo's images "
+                                                         "(its demo files are replaced on every run)")
+    add_device_flags(d, default_device="cpu")
+
+
+def cmd_demo(args) -> int:
+    from . import cli_checks as checks
+    from .loading import load_openuni
+    from .tiny import write_tiny_models
+
+    out = Path(args.out).expanduser()
+    refuse([(out.exists() and not out.is_dir(), f"--out {args.out} is a file; the demo writes into a folder.")])
+    outputs = checks.Outputs()
+    shots = [outputs.add("--out", str(out / name), (".png",), "the demo", overwrite=True)[0]
+             for name in ("demo_generate.png", "demo_edit.png")]
+    check_devices(args.device, None, args.dtype, "auto")
+    outputs.prepare()
+    say(f"[demo] writing tiny random models to {out / 'models'} (no download)")
+    tiny = write_tiny_models(out / "models")
+    model = load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype=args.dtype,
+                         device=args.device)
+    say(f"[demo] loaded: {model.report}")
+    image = model.generate("a red fox in the snow", width=128, height=96, steps=4, cfg=4.5, seed=42)
+    write(shots[0], lambda: to_image(image[0]).save(shots[0]))
+    edited = model.decode(model.sample(model.encode_edit(image[0], "make it blue"),
+                                       model.encode_edit(image[0], DEFAULT_EDIT_NEGATIVE),
+                                       width=128, height=96, steps=4, cfg=4.5, seed=7))
+    write(shots[1], lambda: to_image(edited[0]).save(shots[1]))
+    text = model.caption(image[0], max_new_tokens=16)
+    print(f"[demo] generate → {shots[0]}\n[demo] edit → {shots[1]}\n[demo] caption (random model, so gibberish) → "
+          f"{text!r}")
+    return 0
+
+
+VERBS = [add_generate, add_caption, add_demo]

@@ -1,4 +1,4 @@
-"""Prompts (and images) → query conditioning [B, 256, caption_channels] (DESIGN §2, §3).
+"""Prompts (and images) → query conditioning [B, 256, caption_channels] (as in OpenUni, arXiv 2505.23661).
 
 The prompt is wrapped in InternVL3's chat format, the 256 learnable meta queries are appended after
 its tokens, the LLM runs causally over both, and the final-norm states of the query positions go
@@ -64,15 +64,12 @@ class QueryConditioning:
         return self.embeds.shape[0]
 
 
-def tokenize(tokenizer, texts: list[str], max_tokens: int) -> list[torch.Tensor]:
-    ids = [torch.tensor(tokenizer(chat_prompt(t), add_special_tokens=True).input_ids, dtype=torch.long) for t in texts]
-    for t, i in zip(texts, ids):
-        if len(i) > max_tokens:
-            raise OpenUniError(
-                f"The prompt is {len(i)} tokens long; this model takes at most {max_tokens} tokens "
-                f"(its context minus the {TOKENS_PER_TILE} queries). Shorten the prompt."
-            )
-    return ids
+def tokenize(tokenizer, texts: list[str]) -> list[torch.Tensor]:
+    """Templated texts → token ids [n] int64 each, wrapped in InternVL3's chat format (`chat_prompt`). Lengths are
+    checked by prompt_encoder.PromptRules, which knows which user text each came from (verbose=False: a
+    too-long text is refused there, in the user's words; the tokenizer's own warning would only add noise)."""
+    return [torch.tensor(tokenizer(chat_prompt(t), add_special_tokens=True, verbose=False).input_ids,
+                         dtype=torch.long) for t in texts]
 
 
 @torch.no_grad()

@@ -23,15 +23,19 @@ class Part:
     key_files: tuple[str, ...]  # glob patterns inside the folder; an interrupted download lacks one of them
     downloads: tuple[str, ...]  # huggingface_hub allow_patterns: only the files OpenUni uses, nothing else
     fetch_note: str  # what the missing-files message says comes from the repo
+    noun: str  # what the part is on disk, for "expected X, got Y" messages
 
 
 PARTS = {
-    "checkpoint": Part("OpenUni checkpoint", (), (), "the file"),
+    "checkpoint": Part("OpenUni checkpoint", (), (), "the file", "an OpenUni checkpoint file (.pth or .safetensors)"),
     "mllm": Part("InternVL3", ("config.json", "tokenizer_config.json", "*.safetensors"),
-                 ("*.json", "*.safetensors", "*.txt", "*.tiktoken", "*.model"), "whole repo"),
+                 ("*.json", "*.safetensors", "*.txt", "*.tiktoken", "*.model"), "whole repo",
+                 "an InternVL3 folder (original or -hf format)"),
     "sana": Part("SANA", ("transformer/config.json", "transformer/*.safetensors", "scheduler/scheduler_config.json"),
-                 ("model_index.json", "scheduler/*", "transformer/*"), "transformer/ and scheduler/"),
-    "vae": Part("DC-AE", ("config.json", "*.safetensors"), ("config.json", "*.safetensors"), "config.json + weights"),
+                 ("model_index.json", "scheduler/*", "transformer/*"), "transformer/ and scheduler/",
+                 "a SANA diffusers folder (transformer/, scheduler/)"),
+    "vae": Part("DC-AE", ("config.json", "*.safetensors"), ("config.json", "*.safetensors"), "config.json + weights",
+                "a DC-AE folder (config.json and weights)"),
 }
 
 
@@ -42,8 +46,8 @@ def part_repo(part: str, variant: Variant | None) -> str:
     if part == "vae":
         return DCAE_REPO
     if variant is None:
-        return ("OpenGVLab/InternVL3-1B (B) or OpenGVLab/InternVL3-2B (L)" if part == "mllm"
-                else "the SANA repo of your variant (see README)")
+        released = [v for v in VARIANTS.values() if not v.test_only]
+        return " or ".join(dict.fromkeys(part_repo(part, v) for v in released))
     return variant.mllm_repo if part == "mllm" else variant.sana_repo
 
 
@@ -126,10 +130,71 @@ def read_json(path: Path, what: str) -> dict:
         raise OpenUniError(f"{what}: {path} is not valid JSON ({e}); re-download it.") from e
 
 
+def _config(path: Path) -> dict:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        return cfg if isinstance(cfg, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def what_is(path) -> tuple[str | None, str]:
+    """Which part the file or folder at `path` is (a PARTS key, or None) and how to name it in a message.
+
+    Reads at most two small config files, so every "expected X, got Y" message can afford it."""
+    path = Path(path)
+    if not path.exists():
+        return None, "nothing (it does not exist)"
+    if path.is_file():
+        if path.suffix in (".pth", ".pt", ".safetensors"):
+            return "checkpoint", f"a {path.suffix} file"
+        return None, f"a {path.suffix or 'plain'} file"
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        return None, "an empty folder" + (" (an interrupted download)" if (path / ".cache").exists() else "")
+    if (path / "transformer" / "config.json").is_file() or _config(path / "model_index.json").get(
+            "_class_name", "").startswith("Sana"):
+        return "sana", PARTS["sana"].noun
+    cfg = _config(path / "config.json")
+    kind = cfg.get("_class_name") or cfg.get("model_type")
+    if kind == "AutoencoderDC":
+        return "vae", PARTS["vae"].noun
+    if ("llm_config" in cfg and "vision_config" in cfg) or cfg.get("model_type") == "internvl":
+        return "mllm", PARTS["mllm"].noun
+    if kind == "SanaTransformer2DModel":
+        return None, "the transformer/ folder inside a SANA folder"
+    if kind:
+        return None, f"a {kind} model folder"
+    weights = sorted(p.name for p in entries if p.suffix in (".pth", ".pt", ".safetensors"))
+    if weights:
+        return None, f"a folder holding {', '.join(weights[:3])}{' …' if len(weights) > 3 else ''}"
+    return None, "a folder without config.json"
+
+
+def expect(part: str, path) -> None:
+    """Raise OpenUniError when `path` is missing or is plainly something else than the `part` asked for (a SANA
+    folder given as the InternVL3 folder, a folder given as the checkpoint file, ...), naming both sides.
+    A folder of the right kind that lacks files is left to the config and weight readers, which name the file."""
+    path = Path(path)
+    want = PARTS[part]
+    if not path.exists():
+        raise OpenUniError(f"{want.label} not found: {path}. Put {want.noun} there (from {part_repo(part, None)}) "
+                           "or give the right path.")
+    found, description = what_is(path)
+    is_file = path.is_file()
+    if found == part or (part != "checkpoint" and found is None and not is_file):
+        return
+    fix = f"choose the {want.label} {'file' if part == 'checkpoint' else 'folder'} (from {part_repo(part, None)})"
+    if part == "vae" and found == "sana" and what_is(path / "vae")[0] == "vae":
+        fix = f"its DC-AE is the vae/ folder inside it, {path / 'vae'}"
+    elif part == "checkpoint" and not is_file:
+        fix = f"choose a checkpoint file, e.g. {VARIANTS['OpenUni-B-512'].checkpoints[-1]} from {OPENUNI_REPO}"
+    raise OpenUniError(f"{path} is {description}, but {want.noun} is expected here; {fix}.")
+
+
 def sana_transformer_config(sana_dir) -> dict:
     sana_dir = Path(sana_dir)
-    if not sana_dir.is_dir():
-        raise OpenUniError(f"SANA folder not found: {sana_dir}.")
+    expect("sana", sana_dir)
     cfg = read_json(sana_dir / "transformer" / "config.json", f"SANA folder {sana_dir}")
     if cfg.get("_class_name") not in (None, "SanaTransformer2DModel"):
         raise OpenUniError(f"{sana_dir}/transformer holds a {cfg.get('_class_name')}, not a SANA transformer.")
@@ -145,8 +210,7 @@ def sana_scheduler_config(sana_dir) -> dict:
 
 def vae_config(vae_dir) -> dict:
     vae_dir = Path(vae_dir)
-    if not vae_dir.is_dir():
-        raise OpenUniError(f"DC-AE folder not found: {vae_dir}.")
+    expect("vae", vae_dir)
     cfg = read_json(vae_dir / "config.json", f"DC-AE folder {vae_dir}")
     if cfg.get("_class_name") not in (None, "AutoencoderDC") or int(cfg.get("latent_channels", 32)) != 32:
         raise OpenUniError(f"{vae_dir} holds a {cfg.get('_class_name')} with {cfg.get('latent_channels')} latent channels; "
@@ -186,29 +250,40 @@ def missing_parts(variant: Variant, layout: Layout, checkpoint: str | None = Non
     return [m for m in _wanted(paths, variant) if not part_complete(m.part, m.path)]
 
 
-def missing_error(missing: list[Missing], variant: Variant | None) -> MissingModelFilesError:
+DOWNLOAD_SWITCH = "turn on download_missing to fetch them"  # the ComfyUI loader's switch; the CLI names its own
+
+
+def missing_error(missing: list[Missing], variant: Variant | None,
+                  how_to_download: str | None = DOWNLOAD_SWITCH) -> MissingModelFilesError:
+    """The missing parts, one line each (path ← repo). `how_to_download`: the host's own way to fetch them, named
+    only when it can (a released variant; None where the host has none, e.g. explicit paths on the command line)."""
     label = variant.name if variant else "the chosen OpenUni variant"
+    fetch = how_to_download if how_to_download and variant is not None and not variant.test_only else None
     return MissingModelFilesError(
         f"Model files for {label} are missing:\n" + "\n".join(m.line() for m in missing)
-        + "\nDownload them from the Hugging Face repos named above into those paths, or turn on "
-          "download_missing (CLI: --download) to fetch them."
+        + "\nDownload them from the Hugging Face repos named above into those paths"
+        + (f", or {fetch}." if fetch else ".")
     )
 
 
-def check_present(paths: ModelPaths) -> None:
-    """Absent parts (no checkpoint file; no folder, or one holding only hidden entries such as an interrupted
-    download's .cache/) → one error listing each with its repo id and where it goes. A folder that is there
-    but lacks files gets its own error from the config/weight readers, naming the file."""
+def check_present(paths: ModelPaths, how_to_download: str | None = DOWNLOAD_SWITCH) -> None:
+    """Each part that is there must be the right kind (`expect`); absent parts (no checkpoint file; no folder, or
+    one holding only hidden entries such as an interrupted download's .cache/) → one error listing each with its
+    repo id and where it goes (see `missing_error` for `how_to_download`). A folder that is there but lacks files
+    gets its own error from the config/weight readers, naming the file."""
     variant = guess_variant(paths.checkpoint.name)
 
     def absent(m: Missing) -> bool:
-        if m.part == "checkpoint":
-            return not m.path.is_file()
-        return not (m.path.is_dir() and any(p.name[0] != "." for p in m.path.iterdir()))
+        if not m.path.exists():
+            return True
+        return m.part != "checkpoint" and m.path.is_dir() and not any(p.name[0] != "." for p in m.path.iterdir())
 
     missing = [m for m in _wanted(paths, variant) if absent(m)]
+    for m in _wanted(paths, variant):
+        if m not in missing:
+            expect(m.part, m.path)
     if missing:
-        raise missing_error(missing, variant)
+        raise missing_error(missing, variant, how_to_download)
 
 
 def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = None, *, mllm=None, sana=None,

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from .errors import OpenUniError
-from .options import MAX_IMAGE_PIXELS
+from .options import MAX_IMAGE_PIXELS, SPATIAL_COMPRESSION
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,6 +55,26 @@ def check_size(image: Image.Image) -> None:
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise OpenUniError(f"The image is {image.width}×{image.height}; images above {MAX_IMAGE_PIXELS // 1_000_000} MP are "
                            "refused. Downscale it first.")
+
+
+def crop_box_to_multiple(width: int, height: int, multiple: int = SPATIAL_COMPRESSION) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centred crop of a width×height image to sides that are multiples of
+    `multiple` (DC-AE works on 32×32 blocks; ComfyUI's own VAE Encode crops the same way to multiples of 8).
+    Raises OpenUniError when a side is shorter than `multiple`."""
+    w, h = width // multiple * multiple, height // multiple * multiple
+    if w == 0 or h == 0:
+        raise OpenUniError(f"The image is {width}×{height}; DC-AE needs at least {multiple}×{multiple} pixels.")
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def resize_to_cover(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale (Lanczos) keeping the aspect ratio until the image covers width×height, then centre-crop to exactly
+    that: nothing is stretched, and what does not fit the new aspect ratio is cut off evenly on both sides."""
+    scale = max(width / image.width, height / image.height)
+    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    left, top = (w - width) // 2, (h - height) // 2
+    return image.resize((w, h), Image.LANCZOS).crop((left, top, left + width, top + height))
 
 
 def normalize(image: Image.Image) -> torch.Tensor:

@@ -19,7 +19,7 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Inter
 
 from . import compat
 from .errors import OpenUniError
-from .files import read_json
+from .files import expect, read_json
 
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -42,15 +42,14 @@ class InternVLInfo:
     format: str  # "original" or "hf"
     llm_hidden: int
     use_thumbnail: bool
+    context: int  # the LLM's max_position_embeddings: prompt, queries (or image tokens) and answer together
     raw_config: dict
 
 
 def inspect_internvl_folder(path) -> InternVLInfo:
     """Read only the config: which format, how wide the LLM is. Cheap; done before any weights load."""
     path = Path(path)
-    if not path.is_dir():
-        raise OpenUniError(f"InternVL3 folder not found: {path}. Put the InternVL3 model folder there "
-                           "(e.g. OpenGVLab/InternVL3-1B) or pick another one.")
+    expect("mllm", path)
     cfg = read_json(path / "config.json", f"InternVL3 folder {path}")
     if "llm_config" in cfg and "vision_config" in cfg:
         fmt, llm = "original", cfg["llm_config"]
@@ -66,7 +65,9 @@ def inspect_internvl_folder(path) -> InternVLInfo:
         raise OpenUniError(f"{path}: ps_version {cfg.get('ps_version')!r} is not supported (InternVL3 uses v2).")
     if not _weight_files(path):
         raise OpenUniError(f"InternVL3 folder {path} has no *.safetensors weights. Re-download the model folder.")
-    return InternVLInfo(path, fmt, int(llm["hidden_size"]), bool(cfg.get("use_thumbnail", True)), cfg)
+    # The native config falls back to Qwen2's own default where the file gives none; so does this.
+    context = int(llm.get("max_position_embeddings") or Qwen2Config().max_position_embeddings)
+    return InternVLInfo(path, fmt, int(llm["hidden_size"]), bool(cfg.get("use_thumbnail", True)), context, cfg)
 
 
 def _weight_files(path: Path) -> list[Path]:

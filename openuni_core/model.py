@@ -54,8 +54,8 @@ class OpenUniModel:
                     ) -> tuple[QueryConditioning, QueryConditioning]:
         return self.prompts.encode_pair(prompts, negative)
 
-    def encode_edit(self, images, instruction: str) -> QueryConditioning:
-        return self.prompts.encode_edit(images, instruction)
+    def encode_edit(self, images, instruction: str, what: str = "instruction") -> QueryConditioning:
+        return self.prompts.encode_edit(images, instruction, what)
 
     # ----- generation ------------------------------------------------------------------------------------------
     def check_inputs(self, positive: QueryConditioning, negative: QueryConditioning | None, *, width: int,

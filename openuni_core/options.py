@@ -27,10 +27,15 @@ SEED_MAX, DEFAULT_SEED = 2**64 - 1, 42
 DEFAULT_NEGATIVE = "Generate an image."  # the CFG text OpenUni was trained with
 DEFAULT_EDIT_NEGATIVE = "Keep the image as it is."  # the reference's CFG instruction for image-conditioned generation
 MAX_IMAGE_PIXELS = 8192 * 8192  # larger inputs are refused before any pixel is copied
+# How much of an input image image-to-image re-draws when the user gives no strength/denoise: diffusers' img2img
+# pipelines' default (StableDiffusionImg2ImgPipeline, strength=0.8).
+DEFAULT_STRENGTH = 0.8
+DEFAULT_VARIANT = "OpenUni-B-512"  # the smallest released variant: what a models folder is assumed to hold
 
 # ----- understanding --------------------------------------------------------------------------------------
 DEFAULT_QUESTION = "Please describe the image in detail."
 MAX_TILES, DEFAULT_MAX_TILES = 40, 12  # InternVL3 itself uses up to 12 tiles of 448×448
 MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS = 8192, 512
 MAX_TEMPERATURE = 5.0
+DEFAULT_TEMPERATURE, DEFAULT_CAPTION_SEED = 0.0, 0  # greedy: the same answer every time
 GREEDY_BELOW = 0.01  # logits / temperature overflow below this; such a temperature means greedy anyway

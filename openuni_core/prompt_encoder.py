@@ -18,33 +18,78 @@ from .conditioning import QueryConditioning
 from .errors import OpenUniError
 from .images import edit_pixel_values, to_pil
 from .internvl import IMG_CONTEXT
+from .variants import NUM_QUERIES
+
+
+class PromptRules:
+    """What the engine asks of user text, needing only the tokenizer and the LLM's context length (no weights):
+    the command line checks a run's texts with it before loading any model, and PromptEncoder applies the same
+    object, so both refuse the same texts with the same words.
+
+    Refused with OpenUniError: values that are not text, an empty prompt or instruction (there is nothing to draw:
+    an empty prompt reads almost like the guidance text, so the image would follow no one), the model's chat-format
+    control tokens, and text longer than the context leaves room for. An empty NEGATIVE is fine: it means the
+    model's default. Each method returns the text as the MLLM will read it."""
+
+    def __init__(self, tokenizer, context: int):
+        self.tokenizer, self.context = tokenizer, int(context)
+        self.max_tokens = self.context - NUM_QUERIES  # the prompt and its template; the queries follow it
+
+    def clean(self, text, what: str = "prompt") -> str:
+        """User text without control characters; raises OpenUniError if it is not text or spells a chat-format token."""
+        return conditioning.check_user_text(self.tokenizer, text, what)
+
+    def prompts(self, prompts) -> list[str]:
+        """Prompt(s) → the texts the MLLM reads ("Generate an image: …")."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise OpenUniError(f"A prompt must be text (or a non-empty list of texts), got {type(prompts).__name__}.")
+        return [self._fits(conditioning.generation_text(p), p, "prompt")
+                for p in (self._not_empty(self.clean(p), "prompt") for p in prompts)]
+
+    def negative(self, negative: str | None, what: str = "negative prompt") -> str:
+        """Negative text → what the MLLM reads; empty means the model's default (options.DEFAULT_NEGATIVE)."""
+        text = self.clean(negative or "", what)
+        return self._fits(conditioning.negative_text(text), text, what)
+
+    def instruction(self, instruction, what: str = "instruction") -> tuple[str, list[torch.Tensor]]:
+        """An edit instruction → (the cleaned instruction, its token ids with the image's slots), checked before
+        any image work."""
+        text = self._not_empty(self.clean(instruction, what), what).strip()
+        templated = self._fits(conditioning.edit_text(text), text, what)
+        return text, conditioning.tokenize(self.tokenizer, [templated])
+
+    @staticmethod
+    def _not_empty(text: str, what: str) -> str:
+        if not text.strip():
+            raise OpenUniError(f"The {what} is empty; write what to draw (if it comes from another node, such as a "
+                               "caption, that node gave empty text).")
+        return text
+
+    def _fits(self, templated: str, user_text: str, what: str) -> str:
+        n = len(conditioning.tokenize(self.tokenizer, [templated])[0])
+        if n > self.max_tokens:
+            # Counted and limited in the user's own tokens: the template's are not theirs to shorten.
+            own = len(self.tokenizer(user_text.strip(), add_special_tokens=False, verbose=False).input_ids)
+            fixed = n - own
+            raise OpenUniError(
+                f"The {what} is {own} tokens long; this model takes at most {self.max_tokens - fixed} tokens for it "
+                f"(its {self.context}-token context, less {NUM_QUERIES} queries and {fixed} tokens of chat "
+                f"template). Shorten the {what}.")
+        return templated
 
 
 class PromptEncoder:
     """mllm: the native InternVL model; bridge: meta queries + connector + projector; placement: its `use` runs
-    the MLLM on its device. max_prompt_tokens: the LLM's context minus the queries."""
+    the MLLM on its device. `rules` (PromptRules) prepares and checks every text before any model work."""
 
     CACHE_SIZE = 32
 
     def __init__(self, mllm, tokenizer, bridge, placement, model_id: str):
         self.mllm, self.tokenizer, self.bridge, self.placement, self.model_id = mllm, tokenizer, bridge, placement, model_id
-        self.max_prompt_tokens = int(mllm.config.text_config.max_position_embeddings) - bridge.meta_queries.shape[0]
+        self.rules = PromptRules(tokenizer, mllm.config.text_config.max_position_embeddings)
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    # ----- user text ------------------------------------------------------------------------------------------
-    def clean(self, text, what: str = "prompt") -> str:
-        """User text without control characters; raises OpenUniError if it is not text or spells a chat-format token."""
-        return conditioning.check_user_text(self.tokenizer, text, what)
-
-    def _prompt_texts(self, prompts) -> list[str]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, (list, tuple)) or not prompts:
-            raise OpenUniError(f"A prompt must be text (or a non-empty list of texts), got {type(prompts).__name__}.")
-        return [conditioning.generation_text(self.clean(p)) for p in prompts]
-
-    def _negative_text(self, negative: str | None) -> str:
-        return conditioning.negative_text(self.clean(negative or "", "negative prompt"))
 
     # ----- encoding -------------------------------------------------------------------------------------------
     def _cached(self, keys: list[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
@@ -63,7 +108,7 @@ class PromptEncoder:
 
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
         def compute(idx: list[int]) -> torch.Tensor:
-            ids = conditioning.tokenize(self.tokenizer, [texts[i] for i in idx], self.max_prompt_tokens)
+            ids = conditioning.tokenize(self.tokenizer, [texts[i] for i in idx])
             embeds = conditioning.text_token_embeds(self.mllm, ids, self.placement.device("mllm"))
             return conditioning.run_queries(self.mllm, self.bridge.meta_queries, self.bridge, embeds)
 
@@ -71,30 +116,29 @@ class PromptEncoder:
 
     def encode_prompt(self, prompts: str | list[str]) -> QueryConditioning:
         """Prompt(s) → positive conditioning [B, 256, caption_channels] float32 on the CPU."""
-        texts = self._prompt_texts(prompts)
+        texts = self.rules.prompts(prompts)
         return QueryConditioning(self._encode_texts(texts), self.model_id, texts)
 
     def encode_negative(self, negative: str | None = None) -> QueryConditioning:
         """Negative/CFG conditioning [1, 256, C]; empty means the model's default ("Generate an image.")."""
-        text = self._negative_text(negative)
+        text = self.rules.negative(negative)
         return QueryConditioning(self._encode_texts([text]), self.model_id, [text])
 
     def encode_pair(self, prompts: str | list[str], negative: str | None = None
                     ) -> tuple[QueryConditioning, QueryConditioning]:
         """Positive and negative together: what is not cached goes through the LLM in ONE padded batch, as the
         reference does with [prompt, CFG prompt]."""
-        texts, neg_text = self._prompt_texts(prompts), self._negative_text(negative)
+        texts, neg_text = self.rules.prompts(prompts), self.rules.negative(negative)
         embeds = self._encode_texts(texts + [neg_text])
         return (QueryConditioning(embeds[:-1], self.model_id, texts),
                 QueryConditioning(embeds[-1:], self.model_id, [neg_text]))
 
-    def encode_edit(self, images, instruction: str) -> QueryConditioning:
+    def encode_edit(self, images, instruction: str, what: str = "instruction") -> QueryConditioning:
         """Image(s) + instruction → conditioning [B, 256, C] (EXPERIMENTAL upstream; exact to the reference math).
 
-        images: one image or a list/batch (tensors [H,W,C] in 0..1, PIL images or paths). The instruction's
-        length is checked before any image work."""
-        instruction = self.clean(instruction, "instruction")
-        ids = conditioning.tokenize(self.tokenizer, [conditioning.edit_text(instruction)], self.max_prompt_tokens)
+        images: one image or a list/batch (tensors [H,W,C] in 0..1, PIL images or paths). The instruction is checked
+        (PromptRules.instruction; `what` names it in messages, e.g. "negative instruction") before any image work."""
+        instruction, ids = self.rules.instruction(instruction, what)
         pils = [to_pil(im) for im in as_image_list(images)]
         keys = [f"edit:{hashlib.sha256(p.tobytes()).hexdigest()}:{p.size}:{instruction}" for p in pils]
         context_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT)

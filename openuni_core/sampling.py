@@ -21,11 +21,13 @@ from .options import (LATENT_CHANNELS, MAX_BATCH, MAX_CFG, MAX_SIDE, MAX_STEPS, 
 from .reuse import constant_conditioning
 
 
-def check_settings(*, width: int, height: int, steps: int, cfg: float, sampler: str, batch_size: int = 1,
-                   strength: float = 1.0) -> None:
-    """Raise OpenUniError, naming the value and the fix, for any sampling setting outside options.py's limits."""
+def check_settings(*, width: int | None, height: int | None, steps: int, cfg: float, sampler: str,
+                   batch_size: int = 1, strength: float = 1.0) -> None:
+    """Raise OpenUniError, naming the value and the fix, for any sampling setting outside options.py's limits.
+    A side that is None is not known yet (a host checks the rest before it knows the size) and is skipped."""
     for name, v in (("width", width), ("height", height)):
-        check_side(name, v)
+        if v is not None:
+            check_side(name, v)
     if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         raise OpenUniError(f"steps {steps} is not allowed: use 1 to {MAX_STEPS} (the reference uses 20).")
     if not isinstance(cfg, (int, float)) or cfg != cfg or cfg < 0 or cfg > MAX_CFG:

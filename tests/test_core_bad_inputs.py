@@ -53,14 +53,23 @@ LOAD_CASES = {
     "SANA folder without transformer config": (lambda t, l, d: (t.checkpoint, t.mllm_original, d / "empty", t.vae),
                                                r"(?s)missing:.*SANA: .*empty"),
     "DC-AE given a SANA folder": (lambda t, l, d: (t.checkpoint, t.mllm_original, t.sana, t.sana),
-                                  r"DC-AE folder .*config\.json is missing"),
+                                  r"Sana-tiny_diffusers is a SANA diffusers folder .*, but a DC-AE folder .* is "
+                                  r"expected here"),
     "missing checkpoint": (lambda t, l, d: (d / "x.pth", t.mllm_original, t.sana, t.vae), r"(?s)missing:.*OpenUni checkpoint: .*x\.pth  ←  wusize/openuni"),
     "checkpoint with wrong suffix": (lambda t, l, d: (t.mllm_original / "config.json", t.mllm_original, t.sana, t.vae),
-                                     r"must be a \.pth or \.safetensors"),
+                                     r"config\.json is a \.json file, but an OpenUni checkpoint file \(\.pth or "
+                                     r"\.safetensors\) is expected here"),
+    "folder given as the checkpoint": (lambda t, l, d: (t.root, t.mllm_original, t.sana, t.vae),
+                                       r"tiny-B is a folder holding openuni_tiny_b_blip3o60k\.pth, .*, but an OpenUni "
+                                       r"checkpoint file .* is expected here; choose a checkpoint file"),
+    "checkpoint file given as InternVL3": (lambda t, l, d: (t.checkpoint, t.checkpoint, t.sana, t.vae),
+                                           r"is a \.pth file, but an InternVL3 folder .* is expected here"),
     "InternVL folder given as SANA": (lambda t, l, d: (t.checkpoint, t.mllm_original, t.mllm_original, t.vae),
-                                      r"SANA folder .*is missing"),
+                                      r"InternVL3-tiny is an InternVL3 folder .*, but a SANA diffusers folder .* is "
+                                      r"expected here"),
     "SANA folder given as InternVL": (lambda t, l, d: (t.checkpoint, t.sana, t.sana, t.vae),
-                                      r"config\.json is missing"),
+                                      r"Sana-tiny_diffusers is a SANA diffusers folder .*, but an InternVL3 folder "
+                                      r".* is expected here"),
 }
 
 
@@ -294,7 +303,7 @@ def test_control_tokens_in_user_text_are_refused(model, call, monkeypatch):
 
 def test_overlong_caption_question_and_edit_instruction_refused_before_image_work(model, monkeypatch):
     monkeypatch.setattr(model.mllm.model, "get_image_features", lambda *a, **k: pytest.fail("image work started"))
-    with pytest.raises(OpenUniError, match=r"The question is \d+ tokens long with 5 image tiles"):
+    with pytest.raises(OpenUniError, match=r"The question is \d+ tokens long; with 5 image tiles"):
         model.caption(torch.rand(100, 400, 3), "fox " * 8000, max_tiles=4)
     with pytest.raises(OpenUniError, match=r"tokens long; this model takes at most"):
         model.encode_edit(torch.rand(32, 32, 3), "fox " * 9000)

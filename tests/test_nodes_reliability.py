@@ -3,7 +3,8 @@ under torch.inference_mode()), on tiny OpenUni-B-like and OpenUni-L-like models 
 
 - a table of bad inputs: each refused with a specific message before any heavy work (the heavy functions are
   replaced by ones that fail the test if called), and a valid run succeeds right after each;
-- inputs that are accepted on purpose (empty/unicode prompts, alpha/grayscale/1×1/large images, mixed sizes);
+- inputs that are accepted on purpose (empty negatives, unicode prompts, alpha/grayscale/1×1/large images, mixed
+  sizes); an empty prompt is refused (the table), never drawn as an unguided image;
 - Stop mid-sampling and mid-caption, then a rerun equal to an uninterrupted run; 50 runs without leaks;
 - injected out-of-memory; two variants in one graph and switching variants; names that try to leave the
   model folders; no network without download_missing, at import, or when workflows are loaded;
@@ -275,16 +276,26 @@ BAD = {
     # -- prompts ------------------------------------------------------------------------------------------------
     "prompt longer than the context": (lambda g: g.env.call("OpenUniTextEncode", model=g.mb, prompt="fox " * 9000,
                                                             negative_prompt=""),
-                                       r"The prompt is \d+ tokens long; this model takes at most 7936 tokens"),
+                                       r"The prompt is \d+ tokens long; this model takes at most \d+ tokens for it "
+                                       r"\(its 8192-token context, less 256 queries and \d+ tokens of chat template"),
     "negative longer than the context": (lambda g: g.env.call("OpenUniTextEncode", model=g.mb, prompt="a fox",
-                                                              negative_prompt="blur " * 9000), r"tokens long"),
+                                                              negative_prompt="blur " * 9000),
+                                         r"The negative prompt is \d+ tokens long; .*Shorten the negative prompt"),
     "edit instruction longer than the context": (
         lambda g: g.env.call("OpenUniImageEditEncode", model=g.mb, image=image(1, 32, 32, 3),
                              instruction="fox " * 9000, negative_instruction=""),
         r"tokens long; this model takes at most"),
     "caption question longer than the context": (
         lambda g: g.caption(image(1, 8, 8, 3), question="fox " * 9000),
-        r"The question is \d+ tokens long with 1 image tiles .*Shorten the question or lower max_tiles"),
+        r"The question is \d+ tokens long; with 1 image tiles .*Shorten the question or lower max_tiles"),
+    "empty prompt": (lambda g: g.env.call("OpenUniTextEncode", model=g.mb, prompt="", negative_prompt=""),
+                     r"The prompt is empty; write what to draw \(if it comes from another node"),
+    "prompt of spaces and control characters": (
+        lambda g: g.env.call("OpenUniTextEncode", model=g.mb, prompt=" \t\x00\x07 ", negative_prompt="blur"),
+        r"The prompt is empty"),
+    "empty edit instruction": (lambda g: g.env.call("OpenUniImageEditEncode", model=g.mb, image=image(1, 32, 32, 3),
+                                                    instruction="  ", negative_instruction=""),
+                               r"The instruction is empty"),
     "prompt that is not text": (lambda g: g.env.call("OpenUniTextEncode", model=g.mb, prompt=None, negative_prompt=""),
                                 r"The prompt input must be text, got NoneType"),
     # -- images ---------------------------------------------------------------------------------------------
@@ -362,15 +373,18 @@ def test_malicious_pickle_checkpoint_is_refused_and_runs_nothing(env, g, tmp_pat
 
 # ----- inputs accepted on purpose ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("prompt", ["", "   ", "ünïcödé 猫 🦊 ﷽", "tab\tnew\nline", "nul\x00bell\x07esc\x1b[31mred",
+@pytest.mark.parametrize("prompt", ["ünïcödé 猫 🦊 ﷽", "tab\tnew\nline", "nul\x00bell\x07esc\x1b[31mred",
                                     "\u202eright-to-left override", "a" * 2000],
-                         ids=["empty", "spaces", "unicode", "tab-newline", "control", "rtl", "long-2000"])
-def test_odd_prompts_are_accepted_and_cleaned(env, g, prompt):
-    pos, neg = env.call("OpenUniTextEncode", model=g.mb, prompt=prompt, negative_prompt=prompt)
+                         ids=["unicode", "tab-newline", "control", "rtl", "long-2000"])
+@pytest.mark.parametrize("negative", ["same", "   "])
+def test_odd_prompts_are_accepted_and_cleaned(env, g, prompt, negative):
+    """An empty (or blank) negative is the model's default; odd prompts are cleaned of control characters."""
+    negative = prompt if negative == "same" else negative
+    pos, neg = env.call("OpenUniTextEncode", model=g.mb, prompt=prompt, negative_prompt=negative)
     text = pos[0][1]["openuni_texts"][0]
     assert pos[0][0].shape == (1, 256, 2304) and torch.isfinite(pos[0][0]).all()
     assert text.startswith("Generate an image:") and not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text)
-    assert neg[0][1]["openuni_texts"][0] == ("Generate an image." if not prompt.strip() else text)
+    assert neg[0][1]["openuni_texts"][0] == ("Generate an image." if not negative.strip() else text)
     (lat,) = g.sample(positive=pos, negative=neg, steps=1)
     assert torch.isfinite(lat["samples"]).all()
 
