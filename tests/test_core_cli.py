@@ -283,9 +283,9 @@ def test_ctrl_c_stops_with_one_line_and_status_130(tiny, files, tmp_path, when):
 
 UNEXPECTED = """
 import sys
-from openuni_core import cli
+from openuni_core import cli, cli_common
 def add_broken(sub):
-    cli.verb(sub, "broken", "raises what no check foresaw", lambda args: {}["missing key"])
+    cli_common.verb(sub, "broken", "raises what no check foresaw", lambda args: {}["missing key"])
 cli.VERBS.append(add_broken)
 sys.exit(cli.main(sys.argv[1:]))
 """
@@ -304,7 +304,8 @@ def test_unexpected_errors_are_one_line_asking_for_a_report_and_debug_shows_the_
 
 def test_every_flag_of_every_verb_says_what_it_does_and_its_default():
     """Catches a flag added without help, or without its default (or 'required') in the help text."""
-    from openuni_core.cli import Help, build_parser
+    from openuni_core.cli import build_parser
+    from openuni_core.cli_common import Help
 
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
