@@ -37,6 +37,7 @@ from safetensors.torch import save_file
 from openuni_core.internvl import original_state_dict, submodules
 from openuni_core.tiny import SCHEDULER_CONFIG
 
+from .disk import announce_writes
 from .tokenizer import write_qwen2_tokenizer
 
 DEFAULT_CACHE = Path(os.environ.get("OPENUNI_BENCH_CACHE", Path(__file__).resolve().parents[1] / "bench_cache"))
@@ -269,6 +270,7 @@ def ensure_internvl_hf(cache: Path, name: str, seed: int, log=print) -> Path:
     # Same values as the original folder: read them back and map them (no second random draw).
     from openuni_core.internvl import _read_safetensors, map_original_state_dict
 
+    announce_writes([(folder.name, _bf16_bytes(model))], cache, log)
     original = cache / "mllm" / name
     grouped = map_original_state_dict(_read_safetensors([original / "model.safetensors"], torch.bfloat16), str(original))
     write_internvl_hf(folder, model, grouped, original, log=log)
@@ -302,12 +304,20 @@ def write_sana(folder: Path, name: str, seed: int, log=print) -> None:
     _publish(tmp, folder)
 
 
-def write_dcae(folder: Path, seed: int, log=print) -> None:
+def _dcae_meta():
     from accelerate import init_empty_weights
     from diffusers import AutoencoderDC
 
     with init_empty_weights():
-        model = AutoencoderDC(**DCAE)
+        return AutoencoderDC(**DCAE)
+
+
+def _bf16_bytes(*modules) -> int:
+    return sum(2 * p.numel() for m in modules for p in m.parameters())
+
+
+def write_dcae(folder: Path, seed: int, log=print) -> None:
+    model = _dcae_meta()
     filler = _Filler(seed)
     shapes = _meta_shapes(model)
     sd = filler.state_dict(shapes)
@@ -322,20 +332,24 @@ def write_dcae(folder: Path, seed: int, log=print) -> None:
     _publish(tmp, folder)
 
 
-def write_checkpoint(path: Path, v: BenchVariant, seed: int, log=print) -> None:
-    """An OpenUni `blip3o60k`-style .pth: queries, connector, projector and a full fine-tuned transformer.*."""
+def _connector_meta(v: BenchVariant):
     from transformers import SiglipTextConfig
     from transformers.models.siglip.modeling_siglip import SiglipEncoder
 
     hidden, mlp, heads, layers = v.connector
     with torch.device("meta"):
-        connector = SiglipEncoder(SiglipTextConfig(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
-                                                   num_attention_heads=heads, hidden_act="gelu_pytorch_tanh",
-                                                   layer_norm_eps=1e-6, bos_token_id=None, eos_token_id=None,
-                                                   pad_token_id=None))
+        return SiglipEncoder(SiglipTextConfig(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+                                              num_attention_heads=heads, hidden_act="gelu_pytorch_tanh",
+                                              layer_norm_eps=1e-6, bos_token_id=None, eos_token_id=None,
+                                              pad_token_id=None))
+
+
+def write_checkpoint(path: Path, v: BenchVariant, seed: int, log=print) -> None:
+    """An OpenUni `blip3o60k`-style .pth: queries, connector, projector and a full fine-tuned transformer.*."""
+    hidden = v.connector[0]
     filler = _Filler(seed)
     sd = {"meta_queries": filler.normal((256, hidden), 1.0 / math.sqrt(hidden))}
-    sd.update({f"connector.{k}": t for k, t in filler.state_dict(_meta_shapes(connector)).items()})
+    sd.update({f"connector.{k}": t for k, t in filler.state_dict(_meta_shapes(_connector_meta(v))).items()})
     sd["projector.weight"] = filler.normal((2304, hidden), 1.0 / math.sqrt(hidden))
     sd["projector.bias"] = filler.normal((2304,), 0.01)
     sd.update({f"transformer.{k}": t for k, t in filler.state_dict(_meta_shapes(_sana_meta(SANAS[v.sana]))).items()})
@@ -355,6 +369,14 @@ def ensure_models(variant: str, cache: Path | None = None, *, seed: int = 0, log
     sana = cache / "sana" / v.sana
     vae = cache / "vae" / DCAE_NAME
     ckpt = cache / v.checkpoint
+    todo = [(p.name, size) for p, done, size in (
+        (mllm, _done(mllm), lambda: _bf16_bytes(_empty_internvl(MLLMS[v.mllm])[2])),
+        (sana, _done(sana), lambda: _bf16_bytes(_sana_meta(SANAS[v.sana]))),
+        (vae, _done(vae), lambda: _bf16_bytes(_dcae_meta())),
+        (ckpt, ckpt.is_file(), lambda: _bf16_bytes(_connector_meta(v), _sana_meta(SANAS[v.sana]))
+         + 2 * (256 + 2304 + 1) * v.connector[0]),
+    ) if not done]
+    announce_writes([(name, size()) for name, size in todo], cache, log)
     if not _done(mllm):
         write_internvl(mllm, v.mllm, seed + 11 * len(v.mllm), log=log)
     if not _done(sana):

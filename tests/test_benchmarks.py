@@ -178,3 +178,24 @@ def test_cuda_section_and_its_vram_targets_run_with_a_stand_in_cuda(tmp_path, mo
     assert any("sequential offload below MLLM offload" in line and line.endswith("met") for line in lines), lines
     out["mllm@64"]["peak_vram_bytes"] = 4.1e9  # over 4 GB, though under 4 GiB
     assert any("peak VRAM with MLLM offload" in line and line.endswith("MISSED") for line in target_lines(report))
+
+
+def test_the_real_size_models_are_announced_before_writing_and_a_full_disk_is_refused(tmp_path, monkeypatch, capsys):
+    """B-512's files are announced with their size, place and the command that frees them before anything is written
+    (InternVL3-1B: its published ~0.94 B parameters in bf16 = 1.75 GiB; all four parts 4.6 GiB), and a disk with less
+    room refuses the run with nothing written. Catches the announce_writes call removed from ensure_models (the
+    files would be written silently), or its free-space check removed (a full disk mid-write)."""
+    import shutil
+    from collections import namedtuple
+
+    from benchmarks.models import ensure_models
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, 2 * 2**30))
+    cache = tmp_path / "cache"
+    with pytest.raises(SystemExit, match=r"has 2\.0 GiB free, and these files need 4\.6 GiB"):
+        ensure_models("OpenUni-B-512", cache)
+    out = capsys.readouterr().out
+    assert f"[bench] writing 4.6 GiB of random real-size model files to {cache} (InternVL3-1B 1.75," in out
+    assert f"To free the space: rm -rf {cache}" in out
+    assert not cache.exists()
