@@ -1,8 +1,8 @@
 """Command line: `python -m openuni_core {generate,caption,demo}` (README: Command line).
 
 Every verb runs through `main`, which turns whatever stops it into one line on stderr and an exit status:
-OpenUniError (something the user can fix; the message names the fix) → 2, Ctrl-C → 130, anything else → 1 with a
-request to report it (`--debug` adds the traceback: a user needs the one line, a bug report needs the trace).
+OpenUniError (something the user can fix; the message names the fix), a missing or too old package and running
+out of RAM → 2, Ctrl-C → 130, anything else → 1 with a request to report it (`--debug` adds the traceback: a user needs the one line, a bug report needs the trace).
 Each verb checks everything cheap before it loads a model (cli_checks.py): flag combinations, output paths,
 input images, settings, the model files and its texts against the tokenizer alone.
 
@@ -46,6 +46,14 @@ def exit_status(e: BaseException, *, debug: bool) -> int:
     errors = sys.modules.get(f"{__package__}.errors")  # not imported yet: then it cannot be one of ours
     if errors is not None and isinstance(e, errors.OpenUniError):
         say(f"error: {e}")
+        return 2
+    if isinstance(e, ImportError):  # the environment, not a bug: a package missing or older than requirements.txt
+        say(f"error: {e}. A package OpenUni needs is missing or too old; install requirements.txt into this Python "
+            "(pip install -r requirements.txt).")
+        return 2
+    if isinstance(e, MemoryError):
+        say("error: out of memory (RAM). Try --dtype bf16, a smaller --width/--height or --batch, or a smaller "
+            "variant.")
         return 2
     first = (str(e).strip().splitlines() or [""])[0][:300]
     say(f"error: unexpected {type(e).__name__}{': ' + first if first else ''} — this is a bug in OpenUni; please "
