@@ -7,27 +7,20 @@
 // writes <out_dir>/<name>.png: the graph fitted into the window, cut to its own bounds.
 const fs = require("fs");
 const path = require("path");
-const { chromium } = require("playwright-core");
+const { launch, openComfy } = require(path.join(__dirname, "comfy_browser.js"));
 
 const [url, requestPath, outDir] = process.argv.slice(2);
 const request = JSON.parse(fs.readFileSync(requestPath, "utf8"));
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: request.width, height: request.height },
                                          deviceScaleFactor: request.scale });
-    await page.goto(url, { waitUntil: "domcontentloaded", timeout: 120000 });
-    await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 120000 });
-    await page.waitForFunction(() => (window.app.extensions || []).some((e) => e.name === "OpenUni.Nodes"),
-      null, { timeout: 60000 });
-    await page.waitForTimeout(1500);
-    await page.keyboard.press("Escape");
+    await openComfy(page, url);
+    if (!(await page.evaluate(() => (app.extensions || []).some((e) => e.name === "OpenUni.Nodes")))) {
+      throw new Error("the OpenUni extension did not load in the UI");
+    }
     // The minimap, the canvas menu and the render statistics float over the graph; the picture is of the graph.
     await page.evaluate(async () => {
       for (const id of ["Comfy.Minimap.Visible", "Comfy.Graph.CanvasMenu", "Comfy.Graph.CanvasInfo"]) {

@@ -5,29 +5,20 @@
 //
 // request.json: {"workflows": {name: uiWorkflow}, "tiny": {name: apiPromptWithTinyModels}, "caption": name}
 const fs = require("fs");
-const { chromium } = require("playwright-core");
+const path = require("path");
+const { launch, openComfy } = require(path.join(__dirname, "comfy_browser.js"));
 
 const [url, requestPath, outPath, shotPath] = process.argv.slice(2);
 const request = JSON.parse(fs.readFileSync(requestPath, "utf8"));
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   const result = { pageErrors: [], consoleErrors: [] };
   try {
     const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
     page.on("pageerror", (e) => result.pageErrors.push(String(e)));
     page.on("console", (m) => { if (m.type() === "error") result.consoleErrors.push(m.text()); });
-    await page.goto(url, { waitUntil: "domcontentloaded", timeout: 120000 });
-    await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 120000 });
-    await page.waitForFunction(() => (window.app.extensions || []).some((e) => e.name === "OpenUni.Nodes"),
-      null, { timeout: 60000 }).catch(() => {});
-    await page.waitForTimeout(1500);
-    await page.keyboard.press("Escape");
+    await openComfy(page, url);
 
     result.extensionLoaded = await page.evaluate(() => (app.extensions || []).some((e) => e.name === "OpenUni.Nodes"));
     result.registered = await page.evaluate(() => Object.keys(LiteGraph.registered_node_types).filter((t) => t.startsWith("OpenUni")));
