@@ -84,12 +84,26 @@ def test_fifty_generations_do_not_leak(model):
     assert fds[50] <= fds[5]
 
 
-@pytest.mark.parametrize("prompt", ["", "   ", "ünïcödé 猫 🦊", "tab\tnew\nline", "nul\x00bell\x07esc\x1b[31m",
+@pytest.mark.parametrize("prompt", ["ünïcödé 猫 🦊", "tab\tnew\nline", "nul\x00bell\x07esc\x1b[31m",
                                     "\u202eright-to-left override", "a" * 2000])
 def test_odd_prompts_are_accepted(model, prompt):
     cond = model.encode_prompt(prompt)
     assert cond.embeds.shape == (1, 256, 2304) and torch.isfinite(cond.embeds).all()
     assert "\x00" not in cond.texts[0] and "\x1b" not in cond.texts[0]
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\t\n", "\x00\x07\x1b"])
+def test_empty_prompts_are_refused_and_empty_negatives_mean_the_default(model, prompt, monkeypatch):
+    """An empty prompt (blank, or nothing left once control characters are removed) is refused before the LLM runs,
+    in encode_prompt, encode_pair and the edit path alike; an empty negative is the model's default. Catches
+    PromptRules' empty check removed (the prompt would be drawn as an unguided image) or applied to negatives."""
+    monkeypatch.setattr(model.prompts, "_cached", lambda *a, **k: pytest.fail("the LLM ran"))
+    for run in (lambda: model.encode_prompt(prompt), lambda: model.encode_pair(["a fox", prompt]),
+                lambda: model.encode_edit(torch.rand(32, 32, 3), prompt)):
+        with pytest.raises(OpenUniError, match=r"The (prompt|instruction) is empty; write what to draw"):
+            run()
+    monkeypatch.undo()
+    assert model.encode_pair("a fox", prompt)[1].texts == ["Generate an image."]
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 700), (7680, 4320)])
