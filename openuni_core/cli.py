@@ -2,7 +2,8 @@
 
 Every verb runs through `main`, which turns whatever stops it into one line on stderr and an exit status:
 OpenUniError (something the user can fix; the message names the fix), a missing or too old package and running
-out of RAM → 2, Ctrl-C → 130, anything else → 1 with a request to report it (`--debug` adds the traceback: a user needs the one line, a bug report needs the trace).
+out of RAM → 2, Ctrl-C → 130, anything else → 1 with a request to report it (`--debug` adds the traceback: a user
+needs the one line, a bug report needs the trace).
 Each verb checks everything cheap before it loads a model (cli_checks.py): flag combinations, output paths,
 input images, settings, the model files and its texts against the tokenizer alone.
 

@@ -31,7 +31,8 @@ class Outputs:
         """Check `path` for `flag` (count > 1: NAME_00.ext, NAME_01.ext, …) and return the files it names."""
         p = Path(path).expanduser()
         if p.is_dir() or str(path).endswith(("/", os.sep)):
-            raise OpenUniError(f"{flag} {path} is a folder; give a file name in it, e.g. {p / ('output' + suffixes[0])}.")
+            example = p / ("output" + suffixes[0])
+            raise OpenUniError(f"{flag} {path} is a folder; give a file name in it, e.g. {example}.")
         if p.suffix.lower() not in suffixes:
             known = ", ".join(s for s in suffixes if s in (".png", ".jpg", ".webp", ".safetensors"))
             raise OpenUniError(f"{flag} {path} has {f'the extension {p.suffix!r}' if p.suffix else 'no extension'}; "

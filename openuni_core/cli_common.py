@@ -50,7 +50,6 @@ def refuse(conflicts: list[tuple[bool, str]]) -> None:
             raise OpenUniError(message)
 
 
-
 # ----- the parser -------------------------------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own: usage + message; ours: the same one line as every error
@@ -100,14 +99,18 @@ def add_image_answer_flags(p) -> None:
 
 def add_model_flags(p) -> None:
     g = p.add_argument_group("model files (give the paths, or --models-dir)")
-    g.add_argument("--checkpoint", metavar="FILE", help="OpenUni checkpoint file, .pth or .safetensors (default: from --models-dir)")
-    g.add_argument("--mllm", metavar="DIR", help="InternVL3 folder, original or -hf format (default: from --models-dir)")
-    g.add_argument("--sana", metavar="DIR", help="SANA diffusers folder with transformer/ and scheduler/ (default: from --models-dir)")
+    g.add_argument("--checkpoint", metavar="FILE",
+                   help="OpenUni checkpoint file, .pth or .safetensors (default: from --models-dir)")
+    g.add_argument("--mllm", metavar="DIR",
+                   help="InternVL3 folder, original or -hf format (default: from --models-dir)")
+    g.add_argument("--sana", metavar="DIR",
+                   help="SANA diffusers folder with transformer/ and scheduler/ (default: from --models-dir)")
     g.add_argument("--vae", metavar="DIR", help="DC-AE folder (default: the SANA folder's vae/, or from --models-dir)")
-    g.add_argument("--models-dir", metavar="DIR", help="take the unset paths above from the standard layout under this folder "
-                                        "(README: Model files) (default: none)")
-    g.add_argument("--variant", metavar="NAME", help=f"which variant --models-dir holds: OpenUni-B-512, OpenUni-L-512 or "
-                                     f"OpenUni-L-1024 (default: {DEFAULT_VARIANT}, with --models-dir only)")
+    g.add_argument("--models-dir", metavar="DIR", help="take the unset paths above from the standard layout under "
+                                                       "this folder (README: Model files) (default: none)")
+    g.add_argument("--variant", metavar="NAME", help="which variant --models-dir holds: OpenUni-B-512, OpenUni-L-512 "
+                                                     f"or OpenUni-L-1024 (default: {DEFAULT_VARIANT}, with "
+                                                     "--models-dir only)")
     g.add_argument("--download", action="store_true",
                    help="fetch the variant's missing files into --models-dir with huggingface_hub; nothing is "
                         "downloaded without it")

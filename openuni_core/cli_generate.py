@@ -17,42 +17,51 @@ def add_generate(sub) -> None:
     add_model_flags(g)
     t = g.add_argument_group("what to draw")
     t.add_argument("--prompt", required=True, metavar="TEXT", help="what to draw (required; not empty)")
-    t.add_argument("--negative", metavar="TEXT", help=f"what to steer away from; needs --cfg other than 1 (default: the model's own "
-                                      f"'{DEFAULT_NEGATIVE}', with --edit-image '{DEFAULT_EDIT_NEGATIVE}')")
-    t.add_argument("--image", metavar="FILE", help="image-to-image: start from this image, kept at its size centre-cropped to "
-                                   "multiples of 32, or scaled and cropped to --width/--height (default: none)")
-    t.add_argument("--strength", type=float, metavar="F", help=f"with --image: how much of it is re-drawn, above 0 up to 1 "
-                                                  f"(default: {DEFAULT_STRENGTH} with --image)")
-    t.add_argument("--edit-image", metavar="FILE", help="EXPERIMENTAL editing: condition on this image, with --prompt as the "
-                                        "instruction (default: none)")
+    t.add_argument("--negative", metavar="TEXT",
+                   help=f"what to steer away from; needs --cfg other than 1 (default: the model's own "
+                        f"'{DEFAULT_NEGATIVE}', with --edit-image '{DEFAULT_EDIT_NEGATIVE}')")
+    t.add_argument("--image", metavar="FILE",
+                   help="image-to-image: start from this image, kept at its size centre-cropped to multiples of 32, "
+                        "or scaled and cropped to --width/--height (default: none)")
+    t.add_argument("--strength", type=float, metavar="F",
+                   help=f"with --image: how much of it is re-drawn, above 0 up to 1 (default: {DEFAULT_STRENGTH} "
+                        "with --image)")
+    t.add_argument("--edit-image", metavar="FILE",
+                   help="EXPERIMENTAL editing: condition on this image, with --prompt as the instruction "
+                        "(default: none)")
     s = g.add_argument_group("sampling")
     for side in ("width", "height"):
-        s.add_argument(f"--{side}", type=int, metavar="PX", help=f"image {side} in pixels, a multiple of {SPATIAL_COMPRESSION} "
-                                                   "(default: the variant's, 512 or 1024; with --image, the image's)")
+        s.add_argument(f"--{side}", type=int, metavar="PX",
+                       help=f"image {side} in pixels, a multiple of {SPATIAL_COMPRESSION} (default: the variant's, "
+                            "512 or 1024; with --image, the image's)")
     s.add_argument("--steps", type=int, metavar="N", default=DEFAULT_STEPS, help=f"sampling steps, 1 to {MAX_STEPS}")
-    s.add_argument("--cfg", type=float, metavar="F", default=DEFAULT_CFG, help="guidance scale, 0 to 100; 1 turns guidance off")
-    s.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N", help="noise seed (the noise is drawn on the CPU, so a "
-                                                                  "seed gives the same image on any device)")
+    s.add_argument("--cfg", type=float, metavar="F", default=DEFAULT_CFG,
+                   help="guidance scale, 0 to 100; 1 turns guidance off")
+    s.add_argument("--seed", type=int, metavar="N", default=DEFAULT_SEED,
+                   help="noise seed (the noise is drawn on the CPU, so a seed gives the same image on any device)")
     s.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
                    help="; ".join(f"{k}: {v}" for k, v in SAMPLERS.items()))
     s.add_argument("--batch", type=int, metavar="N", default=1, help=f"images from the prompt, 1 to {MAX_BATCH}")
     add_device_flags(g)
     h = g.add_argument_group("memory and speed")
-    h.add_argument("--mllm-device", metavar="DEVICE", help="device for InternVL3, e.g. cpu while SANA runs on cuda (default: --device)")
+    h.add_argument("--mllm-device", metavar="DEVICE",
+                   help="device for InternVL3, e.g. cpu while SANA runs on cuda (default: --device)")
     h.add_argument("--offload", choices=MEMORY_POLICIES, default="none",
                    help="none keeps every part on its device; mllm keeps InternVL3 in CPU RAM and streams it in to "
                         "encode; sequential does the same for SANA and DC-AE")
     h.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto",
-                   help="LLM attention kernel; auto = flash_attention_2 where flash-attn is installed on CUDA, else sdpa")
-    h.add_argument("--compile", action="store_true", help="torch.compile the SANA transformer (the first run per "
-                                                          "size pays the compilation)")
+                   help="LLM attention kernel; auto = flash_attention_2 where flash-attn is installed on CUDA, "
+                        "else sdpa")
+    h.add_argument("--compile", action="store_true",
+                   help="torch.compile the SANA transformer (the first run per size pays the compilation)")
     o = g.add_argument_group("output")
-    o.add_argument("--out", required=True, metavar="FILE", help="image file to write, .png, .jpg, …; a batch writes NAME_00.png, "
-                                                "NAME_01.png, … (required)")
-    o.add_argument("--save-latents", metavar="FILE", help="also write the final latents (DC-AE's own, unscaled) to this .safetensors "
-                                          "file (default: not written)")
-    o.add_argument("--overwrite", action="store_true", help="replace output files that exist; without it an existing "
-                                                            "file stops the run before any work")
+    o.add_argument("--out", required=True, metavar="FILE",
+                   help="image file to write, .png, .jpg, …; a batch writes NAME_00.png, NAME_01.png, … (required)")
+    o.add_argument("--save-latents", metavar="FILE",
+                   help="also write the final latents (DC-AE's own, unscaled) to this .safetensors file "
+                        "(default: not written)")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist; without it an existing file stops the run before any work")
 
 
 def cmd_generate(args) -> int:
@@ -168,8 +177,8 @@ def load(args, paths):
 def add_demo(sub) -> None:
     d = verb(sub, "demo", "generate, edit and caption with tiny random models written on the spot (offline; the "
                           "images are noise-like by design)", cmd_demo)
-    d.add_argument("--out", default="openuni_demo", metavar="DIR", help="folder for the tiny models and the demo's images "
-                                                         "(its demo files are replaced on every run)")
+    d.add_argument("--out", default="openuni_demo", metavar="DIR",
+                   help="folder for the tiny models and the demo's images (its demo files are replaced on every run)")
     add_device_flags(d, default_device="cpu")
 
 
@@ -197,6 +206,6 @@ def cmd_demo(args) -> int:
                                        width=128, height=96, steps=4, cfg=4.5, seed=7))
     write(shots[1], lambda: to_image(edited[0]).save(shots[1]))
     text = model.caption(image[0], max_new_tokens=16)
-    print(f"[demo] generate → {shots[0]}\n[demo] edit → {shots[1]}\n[demo] caption (random model, so gibberish) → "
-          f"{text!r}")
+    print(f"[demo] generate → {shots[0]}\n[demo] edit → {shots[1]}\n"
+          f"[demo] caption (random model, so gibberish) → {text!r}")
     return 0

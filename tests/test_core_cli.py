@@ -232,7 +232,8 @@ def test_img2img_takes_photos_of_any_size(tiny, files, tmp_path):
 def test_edit_and_caption_run(tiny, files, tmp_path):
     """Catches a broken edit path or caption verb (exit status, the answer on stdout, progress on stderr only)."""
     r = run("generate", *models(tiny), "--dtype", "fp32", "--device", "cpu", "--prompt", "make it blue",
-            "--edit-image", files / "photo.png", "--width", 64, "--height", 64, "--steps", 2, "--out", tmp_path / "e.png")
+            "--edit-image", files / "photo.png", "--width", 64, "--height", 64, "--steps", 2,
+            "--out", tmp_path / "e.png")
     assert r.returncode == 0, r.stderr
     assert np.asarray(Image.open(tmp_path / "e.png")).shape == (64, 64, 3)
     r = run("caption", "--mllm", tiny.mllm_hf, "--image", files / "photo.png", "--question", "What?", "--max-tiles", 2,
