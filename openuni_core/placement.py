@@ -101,10 +101,7 @@ class Placement:
         if offloaded and device.type == "cuda":
             torch.cuda.empty_cache()  # the dropped weight copies go back to the driver, for other models and programs
         if failure is not None:
-            release_memory()  # the failed step's tensors can sit in reference cycles (traceback frames)
-            raise OpenUniOutOfMemoryError(
-                f"Out of memory while {what} on {device}. Try a lower-memory policy (offload the MLLM, "
-                "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision.") from failure
+            raise out_of_memory_error(what, device) from failure
 
     def _make_room(self, need: int, device: torch.device, keep: str) -> None:
         """Park our own resident parts on the CPU while `need` bytes (plus a margin for activations) do not fit
@@ -150,6 +147,17 @@ def is_out_of_memory(e: BaseException) -> bool:
         return True
     text = str(e).lower() if isinstance(e, RuntimeError) else ""
     return "out of memory" in text or "can't allocate memory" in text
+
+
+OUT_OF_MEMORY_ADVICE = ("Try a lower-memory policy (offload the MLLM, or sequential offload), a smaller width/height "
+                        "or batch size, or bf16/fp16 precision.")
+
+
+def out_of_memory_error(what: str, device, advice: str = OUT_OF_MEMORY_ADVICE) -> OpenUniOutOfMemoryError:
+    """The error to raise (`from` the original) after running out of memory while `what` on `device`: frees what
+    the failed step left first, since its tensors can sit in reference cycles (traceback frames)."""
+    release_memory()
+    return OpenUniOutOfMemoryError(f"Out of memory while {what} on {device}. {advice}")
 
 
 def release_memory() -> None:

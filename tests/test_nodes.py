@@ -14,13 +14,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from comfy_pack import FakeComfy, InterruptProcessingException, load_pack, unload_pack  # noqa: E402
+from comfy_pack import (TINY_CHECKPOINT, TINY_NODE_INPUTS, FakeComfy, InterruptProcessingException, load_pack,  # noqa: E402
+                        place_tiny_models, unload_pack)
 
 NODE_NAMES = ["OpenUniModelLoader", "OpenUniTextEncode", "OpenUniImageEditEncode", "OpenUniSampler",
               "OpenUniVAEDecode", "OpenUniVAEEncode", "OpenUniCaption"]
-CKPT = "openuni_tiny_b.safetensors"
-TINY = dict(checkpoint=CKPT, mllm="InternVL3-tiny", sana="Sana-tiny_diffusers", vae="dc-ae-tiny-diffusers",
-            precision="fp32", memory="keep all on GPU", attention="auto", download_missing=False)
+CKPT = TINY_CHECKPOINT
+TINY = TINY_NODE_INPUTS
 
 
 class Env:
@@ -36,22 +36,6 @@ class Env:
         cls = self.pack.NODE_CLASS_MAPPINGS[name]
         with torch.inference_mode():
             return getattr(cls(), cls.FUNCTION)(**inputs)
-
-
-def place_tiny_models(tiny, models: Path) -> None:
-    """The tiny set in ComfyUI's layout: models/openuni/{ckpt, mllm/, sana/, vae/} plus an -hf twin in LLM/."""
-    openuni = models / "openuni"
-    for sub in ("mllm", "sana", "vae"):
-        (openuni / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny.checkpoint_safetensors, openuni / CKPT)
-    shutil.copy(tiny.checkpoint, openuni / "openuni_tiny_b.pth")
-    shutil.copytree(tiny.mllm_original, openuni / "mllm" / "InternVL3-tiny")
-    shutil.copytree(tiny.sana, openuni / "sana" / "Sana-tiny_diffusers")
-    shutil.copytree(tiny.vae, openuni / "vae" / "dc-ae-tiny-diffusers")
-    shutil.copytree(tiny.mllm_hf, models / "LLM" / "OpenGVLab" / "InternVL3-tiny-hf")
-    (models / "LLM" / "not-a-vlm").mkdir(parents=True)
-    (models / "LLM" / "not-a-vlm" / "config.json").write_text('{"model_type": "llama"}')
-    shutil.copytree(tiny.vae, models / "diffusers" / "dc-ae-tiny-diffusers")
 
 
 @pytest.fixture(scope="module")
