@@ -73,7 +73,7 @@ class Comfy:
 
     def module(self, name: str):
         """A module of the loaded pack, e.g. "nodes.native.parts"."""
-        return sys.modules[f"{PACK}.{name}"]
+        return importlib.import_module(f"{PACK}.{name}")
 
     def call(self, name: str, **inputs):
         """A node the way ComfyUI's executor runs it: a fresh instance, FUNCTION(**inputs), in inference mode."""
@@ -86,10 +86,37 @@ class Comfy:
         """OpenUni Model Loader on the tiny models → (engine, MODEL, VAE)."""
         return self.call("OpenUniModelLoader", **{**TINY_NODE_INPUTS, **overrides})
 
+    def executor(self):
+        """ComfyUI's own prompt executor (what the server's prompt worker runs), with a server stand-in that records
+        what would go to the UI."""
+        import execution
+
+        return execution.PromptExecutor(RecordingServer(), cache_type=execution.CacheType.CLASSIC)
+
+    def run(self, executor, prompt: dict, outputs: list[str]) -> list[dict]:
+        """Execute an API-format prompt; returns the execution_error messages (empty on success)."""
+        executor.execute(prompt, "prompt", {}, outputs)
+        return [d for event, d in executor.status_messages if event == "execution_error"]
+
     def loaded_models(self) -> list:
         import comfy.model_management as mm
 
         return mm.loaded_models()
+
+
+class RecordingServer:
+    """The attributes PromptExecutor uses of ComfyUI's PromptServer; messages are recorded."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+    sockets_metadata: dict = {}
+
+    def __init__(self):
+        self.sent = []
+
+    def send_sync(self, event, data, sid=None):
+        self.sent.append((event, data))
 
 
 def comfy_session(tmp_path_factory) -> Comfy:
