@@ -95,15 +95,15 @@ import json, torch
 from safetensors.torch import load_file, save_file
 sana = load_file(str(next((m.sana / "transformer").glob("*.safetensors"))))
 gen = torch.Generator().manual_seed(0)
-lora = {}
+lora = {{}}
 for key, w in sana.items():
     if key.endswith(("to_q.weight", "to_v.weight")) and w.ndim == 2:
         name = "transformer." + key[: -len(".weight")]
         lora[name + ".lora_A.weight"] = torch.randn(4, w.shape[1], generator=gen) * 0.1
         lora[name + ".lora_B.weight"] = torch.randn(w.shape[0], 4, generator=gen) * 0.1
 (base / "models" / "loras").mkdir(parents=True, exist_ok=True)
-save_file(lora, str(base / "models" / "loras" / "sana_lora.safetensors"), metadata={
-    "lora_adapter_metadata": json.dumps({"transformer.r": 4, "transformer.lora_alpha": 4})})
+save_file(lora, str(base / "models" / "loras" / "sana_lora.safetensors"), metadata={{
+    "lora_adapter_metadata": json.dumps({{"transformer.r": 4, "transformer.lora_alpha": 4}})}})
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     subprocess.run([python, "-c", script], check=True, env=env, capture_output=True, timeout=300)
