@@ -70,9 +70,9 @@ def test_concat_in_ksampler_equals_openuni_sampler(loaded):
 
 
 def test_inpainting_keeps_the_outside(loaded):
-    """Set Latent Noise Mask + KSampler and VAE Encode (for Inpainting) + KSampler repaint inside the mask and keep the
-    input latent outside it (ComfyUI's own masking on the MODEL); OpenUni Sampler on the same masked latent keeps the
-    same outside."""
+    """Set Latent Noise Mask + KSampler (also with Differential Diffusion) and VAE Encode (for Inpainting) + KSampler
+    repaint inside the mask and keep the input latent outside it (ComfyUI's own masking on the MODEL); OpenUni Sampler
+    on the same masked latent keeps the same outside."""
     comfy, engine, model, vae, pos, neg = loaded
     image = torch.rand(1, 256, 256, 3, generator=torch.Generator().manual_seed(5))
     encoded = comfy.call("VAEEncode", vae=vae, pixels=image)[0]
@@ -90,6 +90,13 @@ def test_inpainting_keeps_the_outside(loaded):
     ours = comfy.call("OpenUniSampler", model=engine, sampler="euler", width=256, height=256, batch_size=1,
                       latent=masked, denoise=0.6, **args)[0]["samples"]
     torch.testing.assert_close(ours[..., ~inside], encoded["samples"][..., ~inside], atol=1e-5, rtol=0)
+
+    from comfy_extras.nodes_differential_diffusion import DifferentialDiffusion
+
+    soft = DifferentialDiffusion.execute(model).result[0]
+    out = comfy.call("KSampler", model=soft, sampler_name="euler", scheduler="normal", latent_image=masked,
+                     denoise=1.0, **args)[0]["samples"]
+    torch.testing.assert_close(out[..., ~inside], encoded["samples"][..., ~inside], atol=1e-5, rtol=0)
 
     for_inpaint = comfy.call("VAEEncodeForInpaint", vae=vae, pixels=image, mask=mask, grow_mask_by=0)[0]
     out = comfy.call("KSampler", model=model, sampler_name="euler", scheduler="normal", latent_image=for_inpaint,
