@@ -96,3 +96,15 @@ def test_out_of_memory_is_recovered_like_comfyuis_own(comfy, monkeypatch):
     assert "Out of memory while sampling" in errors[0]["exception_message"]
     assert "ran out of memory on your GPU" in errors[0]["exception_message"]  # ComfyUI's own OOM tips
     assert ours_loaded(comfy) == set()
+
+
+def test_mllm_device_option_places_internvl3(comfy):
+    """mllm_device "cpu": InternVL3's patcher loads on the CPU (a torch.device, as ComfyUI compares devices) and encodes
+    the same conditioning as beside SANA (catches the device handed over as a string)."""
+    engine = comfy.load()[0]
+    split = comfy.load(mllm_device="cpu")[0]
+    patcher = comfy.module("nodes.native.parts").parts_of(split).mllm
+    assert patcher.load_device == torch.device("cpu") and split.placement.device("mllm") == torch.device("cpu")
+    got = comfy.call("OpenUniTextEncode", model=split, prompt="two cats", negative_prompt="")[0][0][0]
+    want = comfy.call("OpenUniTextEncode", model=engine, prompt="two cats", negative_prompt="")[0][0][0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

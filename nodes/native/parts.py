@@ -26,7 +26,7 @@ import comfy.model_patcher
 
 from . import diffusion, lowvram, preview
 from .vae import OpenUniVAE
-from ...openuni_core.placement import is_out_of_memory, out_of_memory_error, param_bytes
+from ...openuni_core.placement import out_of_memory_as_error, param_bytes
 from ...openuni_core.streaming import largest_layer_bytes, weights_on
 
 OOM_ADVICE = ("ComfyUI unloads its models after this error; run again, or lower width/height or batch size, choose "
@@ -66,8 +66,8 @@ class ComfyPlacement:
 
     @contextlib.contextmanager
     def use(self, part: str, what: str, per_layer: bool = False):
-        patcher, device, failure = self.patchers[part], self.device(part), None
-        try:
+        patcher, device = self.patchers[part], self.device(part)
+        with out_of_memory_as_error(what, device, OOM_ADVICE):
             if self._streams(part, per_layer):
                 placed = self._streamed(patcher, device)
             else:
@@ -75,12 +75,6 @@ class ComfyPlacement:
                 placed = contextlib.nullcontext()
             with placed:
                 yield
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            failure = e  # raised below, outside the except block, so the failed step's tensors can be freed
-        if failure is not None:
-            raise out_of_memory_error(what, device, OOM_ADVICE) from failure
         if self.policy == "sequential" and part != "mllm" and device.type != "cpu":
             unload(patcher)
 
@@ -119,7 +113,8 @@ class OpenUniComfyParts:
         self.latent_format = diffusion.OpenUniLatentFormat(scaling, rgb_source=rgb_source)
         self.model = diffusion.model_patcher(engine, self.latent_format)
         self.mllm = comfy.model_patcher.ModelPatcher(
-            MLLMPart(engine.mllm, engine.bridge), load_device=mllm_device or mm.get_torch_device(),
+            MLLMPart(engine.mllm, engine.bridge),
+            load_device=torch.device(mllm_device) if mllm_device else mm.get_torch_device(),
             offload_device=mm.text_encoder_offload_device())
         lowvram.enable_partial_loading(self.mllm)
         tables = engine.embedding_tables()  # the modules, not the bound method: nothing here may hold the engine
