@@ -19,7 +19,7 @@ class OpenUniSampler:
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("OpenUni latents [batch, 32, height/32, width/32], for OpenUni VAE Decode.",)
+    OUTPUT_TOOLTIPS = ("OpenUni latents [batch, 32, height/32, width/32], for OpenUni VAE Decode or VAE Decode.",)
 
     @classmethod
     def INPUT_TYPES(cls):
