@@ -1,13 +1,15 @@
 """ComfyUI nodes for OpenUni: thin adapters over `openuni_core` (classic NODE_CLASS_MAPPINGS API).
 
-Importing this package registers the model folders with ComfyUI's `folder_paths` and hooks ComfyUI's
-memory management (both no-ops when ComfyUI is not there); no weights are read and nothing is downloaded.
+Importing this package registers the model folders with ComfyUI's `folder_paths` (a no-op when ComfyUI is not
+there); no weights are read and nothing is downloaded. The loader's MODEL and VAE outputs (nodes/native) are
+built on ComfyUI's own model classes and memory management when the loader runs.
 """
 
-from . import model_cache, model_files
+from . import model_files
 from .caption import OpenUniCaption
 from .encode import OpenUniImageEditEncode, OpenUniTextEncode
 from .loader import OpenUniModelLoader
+from .native_nodes import OpenUniDPMSolverSampler, OpenUniEmptyLatent, OpenUniLoraLoader, OpenUniScheduler
 from .sample import OpenUniSampler
 from .vae import OpenUniVAEDecode, OpenUniVAEEncode
 
@@ -19,6 +21,10 @@ NODE_CLASS_MAPPINGS = {
     "OpenUniVAEDecode": OpenUniVAEDecode,
     "OpenUniVAEEncode": OpenUniVAEEncode,
     "OpenUniCaption": OpenUniCaption,
+    "OpenUniEmptyLatent": OpenUniEmptyLatent,
+    "OpenUniScheduler": OpenUniScheduler,
+    "OpenUniDPMSolverSampler": OpenUniDPMSolverSampler,
+    "OpenUniLoraLoader": OpenUniLoraLoader,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,9 +35,12 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "OpenUniVAEDecode": "OpenUni VAE Decode",
     "OpenUniVAEEncode": "OpenUni VAE Encode",
     "OpenUniCaption": "OpenUni Caption",
+    "OpenUniEmptyLatent": "OpenUni Empty Latent",
+    "OpenUniScheduler": "OpenUni Scheduler",
+    "OpenUniDPMSolverSampler": "OpenUni DPM-Solver++ (sampler)",
+    "OpenUniLoraLoader": "OpenUni LoRA Loader (model only)",
 }
 
 model_files.register_folders()
-model_cache.install()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

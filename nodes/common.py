@@ -13,6 +13,7 @@ import torch
 from ..openuni_core.errors import OpenUniError
 from ..openuni_core.images import crop_box_to_multiple
 from ..openuni_core.options import MAX_IMAGE_PIXELS, SPATIAL_COMPRESSION
+from ..openuni_core.sampling import check_side
 
 CATEGORY = "OpenUni"
 MODEL_TYPE = "OPENUNI_MODEL"
@@ -89,11 +90,24 @@ def crop_to_multiple(images: torch.Tensor, multiple: int = SPATIAL_COMPRESSION) 
     return images
 
 
+def side_problem(width=None, height=None) -> str | None:
+    """The engine's message for a width/height it would refuse (openuni_core.sampling.check_side), for a node's
+    VALIDATE_INPUTS, so e.g. 500 from an old workflow is refused when queued; None (linked inputs arrive as None
+    there and are checked when the node runs) or a valid size give None."""
+    for name, value in (("width", width), ("height", height)):
+        if value is not None:
+            try:
+                check_side(name, value)
+            except OpenUniError as e:
+                return str(e)
+    return None
+
+
 def latent_samples(latent) -> torch.Tensor:
     """A ComfyUI LATENT's samples as float32 on the CPU (the engine checks their shape and values)."""
     if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
         raise OpenUniError("The latent input must be a ComfyUI LATENT ({'samples': tensor}).")
-    unused = sorted(k for k in latent if k not in ("samples", "batch_index"))
+    unused = sorted(k for k in latent if k not in ("samples", "batch_index", "noise_mask"))
     if unused:
         log.warning("[OpenUni] latent: ignoring %s (not used by OpenUni's sampler)", unused)
     return latent["samples"].detach().to("cpu", torch.float32)

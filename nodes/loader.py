@@ -1,8 +1,6 @@
-"""OpenUni Model Loader: files from the model folders → OPENUNI_MODEL (cached while its inputs are unchanged)."""
+"""OpenUni Model Loader: files from the model folders → OPENUNI_MODEL, and SANA / DC-AE as ComfyUI MODEL / VAE."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from . import comfy_services as comfy
 from . import model_cache, model_files
@@ -11,23 +9,33 @@ from ..openuni_core import files as core_files
 from ..openuni_core.errors import OpenUniError
 from ..openuni_core.options import ATTENTION_KERNELS, PRECISIONS
 
-MEMORY_POLICIES = {  # what the user reads → the core's policy (options.MEMORY_POLICIES)
-    "keep all on GPU": "none",
-    "offload MLLM to CPU after encoding": "mllm",
-    "sequential offload (low VRAM)": "sequential",
+# What the user reads → the core's policy (options.MEMORY_POLICIES). Named by what they do on any device; on the
+# CPU (ComfyUI --cpu) every part computes in RAM anyway and all three behave alike.
+MEMORY_POLICIES = {
+    "keep parts loaded": "none",
+    "stream InternVL3 to encode": "mllm",
+    "stream InternVL3; load SANA, DC-AE only while used": "sequential",
 }
+# The labels of versions before 0.3 (saved workflows hold them): still accepted.
+OLD_MEMORY_LABELS = {"keep all on GPU": "none", "offload MLLM to CPU after encoding": "mllm",
+                     "sequential offload (low VRAM)": "sequential"}
+SAME_DEVICE = "same as the model"
 LICENSE_NOTE = ("OpenUni's released weights are under the NTU S-Lab License 1.0 (non-commercial); InternVL3 and "
                 "SANA come with their own licenses, which govern the files you load.")
 
 
 class OpenUniModelLoader:
-    DESCRIPTION = ("Loads OpenUni (InternVL3 + meta queries + SANA + DC-AE) from models/openuni/. The loaded model "
-                   "is reused until an input here changes. " + LICENSE_NOTE)
+    DESCRIPTION = ("Loads OpenUni (InternVL3 + meta queries + SANA + DC-AE) from models/openuni/. Besides the OpenUni "
+                   "model it gives SANA as a ComfyUI MODEL and DC-AE as a VAE, for KSampler, VAE Decode, LoRA and "
+                   "model patches. Loaded once while these inputs are unchanged. " + LICENSE_NOTE)
     CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = (MODEL_TYPE,)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The loaded OpenUni model, for the OpenUni encode, sampler, VAE and caption nodes.",)
+    RETURN_TYPES = (MODEL_TYPE, "MODEL", "VAE")
+    RETURN_NAMES = ("model", "MODEL", "VAE")
+    OUTPUT_TOOLTIPS = ("The loaded OpenUni model, for the OpenUni encode, sampler, VAE and caption nodes.",
+                       "SANA as a ComfyUI MODEL (flow matching, shift from the SANA folder) for KSampler, "
+                       "SamplerCustom, LoRA and model patches; conditioning from OpenUni Text Encode.",
+                       "DC-AE as a ComfyUI VAE for the core VAE Decode / Encode (also Tiled, for Inpainting).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -49,11 +57,13 @@ class OpenUniModelLoader:
                 "default": "auto",
                 "tooltip": "Weight precision. auto: bf16 on GPUs that support it (else fp16), fp32 on the CPU."}),
             "memory": (list(MEMORY_POLICIES), {
-                "default": "keep all on GPU",
-                "tooltip": "keep all on GPU: fastest. offload MLLM: InternVL3 stays in CPU RAM; a new prompt is encoded "
-                           "with one of its layers on the GPU at a time (repeat prompts are cached), captioning brings "
-                           "it in whole. sequential: SANA and DC-AE too are on the GPU only while they run (lowest "
-                           "VRAM, slower)."}),
+                "default": "keep parts loaded",
+                "tooltip": "keep parts loaded: each part is loaded whole when used and ComfyUI keeps it until it "
+                           "needs the room (fastest). stream InternVL3: InternVL3 stays in RAM; a new prompt is "
+                           "encoded with one of its layers on the GPU at a time (repeat prompts are cached), "
+                           "captioning loads it whole. load SANA, DC-AE only while used: they, too, leave the GPU "
+                           "after each use (lowest VRAM, slower). On the CPU (ComfyUI --cpu) the three behave "
+                           "alike. Older workflows' labels (keep all on GPU, ...) still load."}),
             "attention": (list(ATTENTION_KERNELS), {
                 "default": "auto",
                 "tooltip": "Attention kernel for InternVL3. auto: flash_attention_2 when installed on CUDA, else sdpa."}),
@@ -62,11 +72,30 @@ class OpenUniModelLoader:
                 "tooltip": "Off: never touches the network; missing files are listed with where to get them. On: "
                            "fetches the missing files of the chosen released checkpoint's variant from Hugging Face "
                            "into models/openuni/ (several GB)."}),
+        }, "optional": {
+            "mllm_device": (mllm_device_choices(), {
+                "default": SAME_DEVICE,
+                "tooltip": "Where InternVL3 runs: with SANA and DC-AE on ComfyUI's device (same as the model), on "
+                           "the CPU, or on another GPU (for two-GPU machines). Note: ComfyUI's Unload models frees "
+                           "only its main device."}),
         }}
 
-    def load(self, checkpoint, mllm, sana, vae, precision, memory, attention, download_missing=False):
-        if memory not in MEMORY_POLICIES:
-            raise OpenUniError(f"Unknown memory policy {memory!r}; choose one of {', '.join(MEMORY_POLICIES)}.")
+    @classmethod
+    def VALIDATE_INPUTS(cls, memory=None, mllm_device=None):
+        """At queue time; also lets saved workflows with the older memory labels (or a GPU this machine does not
+        have) through ComfyUI's own list check, to be answered here."""
+        if memory is not None and memory_policy(memory, raise_error=False) is None:
+            return f"Unknown memory setting {memory!r}; choose one of {', '.join(MEMORY_POLICIES)}."
+        if mllm_device is not None and mllm_device not in mllm_device_choices():
+            return (f"mllm_device {mllm_device!r} is not available on this machine; choose one of "
+                    f"{', '.join(mllm_device_choices())}.")
+        return True
+
+    def load(self, checkpoint, mllm, sana, vae, precision, memory, attention, download_missing=False,
+             mllm_device=SAME_DEVICE):
+        policy = memory_policy(memory)
+        if mllm_device not in mllm_device_choices():
+            raise OpenUniError(self.VALIDATE_INPUTS(mllm_device=mllm_device))
         model_files.register_folders()
         variant = core_files.guess_variant(checkpoint)
         files = model_files.resolve(checkpoint, mllm, sana, vae)
@@ -80,24 +109,46 @@ class OpenUniModelLoader:
             missing = _missing(files, variant, checkpoint)
             if missing:
                 raise core_files.missing_error(missing, variant)
+        native = comfy.native()
         device = comfy.torch_device()
-        key = (files.fingerprint(), precision, memory, attention, str(device))
+        other = None if mllm_device == SAME_DEVICE else mllm_device
+        key = (files.fingerprint(), precision, policy, attention, str(device), other, native is not None)
         model = model_cache.get(key)
-        if model is not None:
-            return (model,)
-        from ..openuni_core.loading import inspect_openuni, load_openuni  # transformers/diffusers load only now
+        if model is None:
+            model = _load(files, precision, policy, attention, device, other, native)
+            model_cache.put(key, model)
+        if native is None:
+            return (model, None, None)
+        parts = native.attach(model, policy=policy, mllm_device=other)
+        return (model, parts.model, parts.vae)
 
-        # Validate the new files cheaply first: a bad choice must not throw away the working model.
-        found = inspect_openuni(files.checkpoint, files.mllm, files.sana, files.vae)
-        model_cache.forget()
-        comfy.free_memory(_resident_bytes(files, precision, MEMORY_POLICIES[memory], found.checkpoint_groups,
-                                          device), device)
 
-        model = load_openuni(files.checkpoint, files.mllm, files.sana, files.vae, dtype=precision,
-                             device=str(device) if device is not None else None,
-                             offload=MEMORY_POLICIES[memory], attention=attention, log=comfy.info)
-        model_cache.put(key, model)
-        return (model,)
+def memory_policy(label: str, raise_error: bool = True) -> str | None:
+    """The core policy of a memory label, this version's or an older one's."""
+    policy = MEMORY_POLICIES.get(label) or OLD_MEMORY_LABELS.get(label)
+    if policy is None and raise_error:
+        raise OpenUniError(f"Unknown memory setting {label!r}; choose one of {', '.join(MEMORY_POLICIES)}.")
+    return policy
+
+
+def mllm_device_choices() -> list[str]:
+    import torch
+
+    return [SAME_DEVICE, "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def _load(files: core_files.ModelPaths, precision, policy, attention, device, mllm_device, native):
+    from ..openuni_core.loading import load_openuni  # transformers/diffusers load only now
+
+    kwargs = dict(dtype=precision, device=str(device) if device is not None else None, mllm_device=mllm_device,
+                  attention=attention, log=comfy.info)
+    if native is None:  # the engine places its parts itself, asking ComfyUI for room first
+        model = load_openuni(files.checkpoint, files.mllm, files.sana, files.vae, offload=policy, **kwargs)
+        model.placement.request_memory = comfy.free_memory
+        return model
+    # ComfyUI loads each part onto its device when it is used (nodes/native/parts.py): the weights are read into
+    # RAM here, which the engine's "sequential" placement does on a GPU machine (its placement is replaced next).
+    return load_openuni(files.checkpoint, files.mllm, files.sana, files.vae, offload="sequential", **kwargs)
 
 
 def _missing(files: core_files.ModelPaths, variant, checkpoint: str) -> list:
@@ -107,27 +158,3 @@ def _missing(files: core_files.ModelPaths, variant, checkpoint: str) -> list:
                                        sana=files.sana, vae=files.vae_dir)
     # The core checks the checkpoint in the first models/openuni root; ours may sit in another registered one.
     return [m for m in missing if not (m.part == "checkpoint" and files.checkpoint.is_file())]
-
-
-def _resident_bytes(files: core_files.ModelPaths, precision: str, policy: str, checkpoint_groups,
-                    device) -> int:
-    """What the loaded model will keep on `device`, from the weights on disk (bf16 in the releases; fp32
-    doubles them). Parts the memory policy offloads are not counted: each asks ComfyUI for room itself
-    when it comes in, so choosing an offload policy does not evict the user's other models for nothing."""
-    def size(folder: Path) -> int:
-        return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
-
-    # The checkpoint holds the queries and connector, and usually a whole fine-tuned SANA that replaces the
-    # folder's (then the folder's weights are never loaded).
-    sana = files.checkpoint.stat().st_size
-    if "transformer" not in checkpoint_groups:
-        sana += size(files.sana / "transformer")
-    vae = size(files.vae_dir)
-    on_accelerator = device is not None and getattr(device, "type", str(device)) != "cpu"
-    if on_accelerator and policy == "sequential":
-        total = 0
-    elif on_accelerator and policy == "mllm":
-        total = sana + vae
-    else:
-        total = size(files.mllm) + sana + vae
-    return total * (2 if precision == "fp32" else 1)

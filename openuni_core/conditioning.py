@@ -7,6 +7,7 @@ through the connector and projector.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -117,3 +118,15 @@ def splice_image_tokens(embeds: torch.Tensor, ids: torch.Tensor, tokens: torch.T
     embeds = embeds.clone()
     embeds[where] = flat.to(embeds.dtype)
     return embeds
+
+
+def same_token_count(*embeds: torch.Tensor) -> list[torch.Tensor]:
+    """Repeat each [B, T_i, C] conditioning along its tokens to the least common multiple of the T_i, so
+    prompts of different lengths (e.g. ComfyUI's Conditioning (Concat) of two prompts, 512 queries, beside a
+    256-query negative) can share one batch. SANA reads the conditioning only through per-token projections
+    and softmax cross-attention with an all-ones mask, and repeating every key/value k times leaves softmax
+    attention unchanged (each weight is divided by k and summed k times), so the result is the same up to
+    float rounding. ComfyUI's own CONDCrossAttn batches conditioning of different lengths the same way."""
+    counts = [e.shape[1] for e in embeds]
+    common = math.lcm(*counts)
+    return [e if t == common else e.repeat(1, common // t, 1) for e, t in zip(embeds, counts)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import captioning, sampling, vae as vae_ops
+from . import captioning, inpaint, sampling, vae as vae_ops
 from .conditioning import QueryConditioning
 from .errors import OpenUniError
 from .options import DEFAULT_CFG, DEFAULT_QUESTION, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION
@@ -60,7 +60,8 @@ class OpenUniModel:
     # ----- generation ------------------------------------------------------------------------------------------
     def check_inputs(self, positive: QueryConditioning, negative: QueryConditioning | None, *, width: int,
                      height: int, steps: int, cfg: float, sampler: str, batch_size: int,
-                     init_latents: torch.Tensor | None, strength: float) -> None:
+                     init_latents: torch.Tensor | None, strength: float,
+                     noise_mask: torch.Tensor | None = None) -> None:
         """Every argument of `sample`, checked once before any work; raises OpenUniError naming the fix."""
         if init_latents is not None:
             sampling.check_latents(init_latents, what="latent input")
@@ -88,23 +89,29 @@ class OpenUniModel:
             if init_latents.shape[0] not in (1, prompts * batch_size):
                 raise OpenUniError(f"The input latent holds {init_latents.shape[0]} images for a batch of "
                                    f"{prompts * batch_size}.")
+        if noise_mask is not None:
+            if init_latents is None:
+                raise OpenUniError("A noise mask needs the latent it applies to; connect a latent (e.g. from VAE "
+                                   "Encode) to inpaint.")
+            inpaint.check_mask(noise_mask, batch=prompts * batch_size)
 
     def sample(self, positive: QueryConditioning, negative: QueryConditioning | None = None, *, width: int | None = None,
                height: int | None = None, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
                seed: int = DEFAULT_SEED, sampler: str = DEFAULT_SAMPLER, batch_size: int = 1,
-               init_latents: torch.Tensor | None = None, strength: float = 1.0, progress=None,
-               interrupt=None) -> torch.Tensor:
+               init_latents: torch.Tensor | None = None, strength: float = 1.0,
+               noise_mask: torch.Tensor | None = None, progress=None, interrupt=None, preview=None) -> torch.Tensor:
         """Conditioning → latents [len(positive)·batch_size, 32, height/32, width/32] float32 on the CPU, in DC-AE's
         own (unscaled) space, like init_latents.
 
         width/height default to the variant's size. negative None with cfg ≠ 1 uses the default negative.
-        init_latents + strength: image-to-image (see sampling.sample). progress(i, n), interrupt(): host hooks.
+        init_latents + strength: image-to-image; noise_mask (with init_latents): inpainting, 1 = repaint, 0 = keep
+        (see sampling.sample). progress(i, n), interrupt(), preview(i, n, x0 latents): host hooks.
         """
         width = self.variant.pixels if width is None else width
         height = self.variant.pixels if height is None else height
         # 1. Check every input, once.
         self.check_inputs(positive, negative, width=width, height=height, steps=steps, cfg=cfg, sampler=sampler,
-                          batch_size=batch_size, init_latents=init_latents, strength=strength)
+                          batch_size=batch_size, init_latents=init_latents, strength=strength, noise_mask=noise_mask)
         # 2. The default negative, when guidance needs one.
         if cfg != 1.0 and negative is None:
             negative = self.encode_negative()
@@ -114,7 +121,8 @@ class OpenUniModel:
                 self.denoiser, self.scheduler_config, positive.embeds, negative.embeds if negative else None,
                 width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler, batch_size=batch_size,
                 init_latents=init_latents, strength=strength if init_latents is not None else 1.0,
-                scaling_factor=float(self.vae.config.scaling_factor), progress=progress, interrupt=interrupt)
+                noise_mask=noise_mask, scaling_factor=float(self.vae.config.scaling_factor), progress=progress,
+                interrupt=interrupt, preview=preview)
             return latents.cpu()
 
     def decode(self, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:

@@ -77,8 +77,9 @@ class Placement:
         tensors are freed, and the model stays usable.
         """
         device, offloaded = self.devices[part], self.offloaded(part)
-        failure = None
-        try:
+        # Afterwards the dropped weight copies go back to the driver, for other models and programs.
+        settle = torch.cuda.empty_cache if offloaded and device.type == "cuda" else None
+        with out_of_memory_as_error(what, device, after=settle):
             if offloaded:
                 self._move(part, CPU)  # where an offloaded part lives between uses (no-op when there)
                 layered = [self.streamed] if per_layer and part == "mllm" and self.streamed is not None else []
@@ -94,17 +95,6 @@ class Placement:
                 placed = contextlib.nullcontext()
             with placed:
                 yield
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            failure = e  # raised below, outside this block, so the failed step's tensors can be freed
-        if offloaded and device.type == "cuda":
-            torch.cuda.empty_cache()  # the dropped weight copies go back to the driver, for other models and programs
-        if failure is not None:
-            release_memory()  # the failed step's tensors can sit in reference cycles (traceback frames)
-            raise OpenUniOutOfMemoryError(
-                f"Out of memory while {what} on {device}. Try a lower-memory policy (offload the MLLM, "
-                "or sequential offload), a smaller width/height or batch size, or bf16/fp16 precision.") from failure
 
     def _make_room(self, need: int, device: torch.device, keep: str) -> None:
         """Park our own resident parts on the CPU while `need` bytes (plus a margin for activations) do not fit
@@ -150,6 +140,30 @@ def is_out_of_memory(e: BaseException) -> bool:
         return True
     text = str(e).lower() if isinstance(e, RuntimeError) else ""
     return "out of memory" in text or "can't allocate memory" in text
+
+
+OUT_OF_MEMORY_ADVICE = ("Try a lower-memory policy (offload the MLLM, or sequential offload), a smaller width/height "
+                        "or batch size, or bf16/fp16 precision.")
+
+
+@contextlib.contextmanager
+def out_of_memory_as_error(what: str, device, advice: str = OUT_OF_MEMORY_ADVICE, after=None):
+    """Out of memory inside the block is raised as OpenUniOutOfMemoryError ("Out of memory while <what> on <device>.
+    <advice>", from the original), after the failed step's tensors are freed: the error is raised outside the
+    except clause, and memory released first, since those tensors can sit in reference cycles (traceback frames).
+    after(): called when the block ends without another error, before the out-of-memory error is raised."""
+    failure = None
+    try:
+        yield
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        failure = e
+    if after is not None:
+        after()
+    if failure is not None:
+        release_memory()
+        raise OpenUniOutOfMemoryError(f"Out of memory while {what} on {device}. {advice}") from failure
 
 
 def release_memory() -> None:

@@ -15,7 +15,9 @@ from typing import Callable
 
 import torch
 
+from .conditioning import same_token_count
 from .errors import OpenUniError
+from .inpaint import keep_outside, latent_mask
 from .options import (LATENT_CHANNELS, MAX_BATCH, MAX_CFG, MAX_SIDE, MAX_STEPS, MIN_SIDE, SAMPLERS,
                       SPATIAL_COMPRESSION)
 from .reuse import constant_conditioning
@@ -89,16 +91,21 @@ def first_step(steps: int, strength: float) -> int:
 def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative: torch.Tensor | None, *,
            width: int, height: int, steps: int, cfg: float, seed: int, sampler: str = "dpmpp", batch_size: int = 1,
            init_latents: torch.Tensor | None = None, strength: float = 1.0, noise: torch.Tensor | None = None,
-           scaling_factor: float = 1.0, progress: Callable[[int, int], None] | None = None,
-           interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+           noise_mask: torch.Tensor | None = None, scaling_factor: float = 1.0,
+           progress: Callable[[int, int], None] | None = None, interrupt: Callable[[], None] | None = None,
+           preview: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Return final latents [P·batch_size, 32, height/32, width/32] in the autoencoder's own space (float32, on the
     transformer's device): SANA denoises latents × `scaling_factor` (the DC-AE config's), and the result is divided
     by it again, so latents enter and leave unscaled, as ComfyUI's LATENT holds them.
 
-    positive: [P,256,C] query conditioning; negative: [1 or P,256,C] or None (no guidance). init_latents
-    [1 or P·batch_size,32,h,w] / strength in (0,1]: image-to-image, starting from those latents noised to the
-    schedule's sigma at step `first_step(steps, strength)`. Arguments are trusted: OpenUniModel.check_inputs
-    checked them. progress(i, n) after each step; interrupt() before each (it raises to stop).
+    positive: [P,T,C] query conditioning (T = 256, or a multiple for concatenated prompts); negative: [1 or P,T',C]
+    or None (no guidance); different T are repeated to a common length (conditioning.same_token_count).
+    init_latents [1 or P·batch_size,32,h,w] / strength in (0,1]: image-to-image, starting from those latents
+    noised to the schedule's sigma at step `first_step(steps, strength)`. noise_mask (with init_latents): where
+    the image may change, 1 = repaint, 0 = keep, any resolution (inpaint.py); the result equals init_latents
+    where it is 0. Arguments are trusted: OpenUniModel.check_inputs checked them. progress(i, n) after each
+    step; interrupt() before each (it raises to stop); preview(i, n, x0) after each step with the step's
+    prediction of the final latents (unscaled, like the result), for live previews.
     """
     device, dtype = transformer.device, transformer.dtype
     use_cfg = cfg != 1.0 and negative is not None
@@ -108,7 +115,7 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
     n = cond.shape[0]
     if use_cfg:
         neg = negative.expand(n, -1, -1) if negative.shape[0] == 1 else negative.repeat_interleave(batch_size, 0)
-        cond = torch.cat([neg, cond])
+        cond = torch.cat(same_token_count(neg, cond))
     cond = cond.to(device=device, dtype=dtype)
     mask = torch.ones(cond.shape[:2], device=device, dtype=torch.long)
 
@@ -122,11 +129,15 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
 
     # 3. Initial latents: CPU noise (seeded), noised init latents for image-to-image.
     shape = (n, LATENT_CHANNELS, height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
-    latents = (initial_noise(seed, shape) if noise is None else noise).to(device)
+    noise = latents = (initial_noise(seed, shape) if noise is None else noise).to(device)
+    keep = None
     if init_latents is not None:
         x0 = init_latents.to(device=device, dtype=torch.float32).expand(n, -1, -1, -1) * scaling_factor
         sigma = scheduler.sigmas[start * scheduler.order].to(device=device, dtype=torch.float32)
         latents = (1.0 - sigma) * x0 + sigma * latents
+        if noise_mask is not None:
+            keep = latent_mask(noise_mask, shape[-2:], device=device, batch=n)
+    sigmas = scheduler.sigmas.to(device=device, dtype=torch.float32)
 
     # 4. Denoising loop (conditioning projections computed once, see reuse.py).
     t_scale = float(getattr(transformer.config, "timestep_scale", 1.0))
@@ -145,7 +156,14 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
                 v = v_uncond + cfg * (v_text - v_uncond)
             if learned_sigma:
                 v = v.chunk(2, dim=1)[0]
+            k = start * scheduler.order + i  # index of this step's sigma
+            if preview is not None:  # flow prediction: x0 = x_σ - σ·v
+                x0_hat = latents - sigmas[k] * v
+                x0_hat = x0_hat if keep is None else keep_outside(x0_hat, keep, x0, noise, 0.0)
+                preview(i + 1, len(timesteps), x0_hat / scaling_factor)
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
+            if keep is not None:
+                latents = keep_outside(latents, keep, x0, noise, sigmas[k + 1] if i + 1 < len(timesteps) else 0.0)
             if progress is not None:
                 progress(i + 1, len(timesteps))
     return latents / scaling_factor

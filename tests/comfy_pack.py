@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -18,6 +19,29 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORTED_PT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+
+
+TINY_CHECKPOINT = "openuni_tiny_b.safetensors"
+# OpenUni Model Loader's inputs for the tiny set placed by place_tiny_models.
+TINY_NODE_INPUTS = dict(checkpoint=TINY_CHECKPOINT, mllm="InternVL3-tiny", sana="Sana-tiny_diffusers",
+                        vae="dc-ae-tiny-diffusers", precision="fp32", memory="keep parts loaded", attention="auto",
+                        download_missing=False)
+
+
+def place_tiny_models(tiny, models: Path) -> None:
+    """The tiny set in ComfyUI's layout: models/openuni/{ckpt, mllm/, sana/, vae/} plus an -hf twin in LLM/."""
+    openuni = models / "openuni"
+    for sub in ("mllm", "sana", "vae"):
+        (openuni / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny.checkpoint_safetensors, openuni / TINY_CHECKPOINT)
+    shutil.copy(tiny.checkpoint, openuni / "openuni_tiny_b.pth")
+    shutil.copytree(tiny.mllm_original, openuni / "mllm" / "InternVL3-tiny")
+    shutil.copytree(tiny.sana, openuni / "sana" / "Sana-tiny_diffusers")
+    shutil.copytree(tiny.vae, openuni / "vae" / "dc-ae-tiny-diffusers")
+    shutil.copytree(tiny.mllm_hf, models / "LLM" / "OpenGVLab" / "InternVL3-tiny-hf")
+    (models / "LLM" / "not-a-vlm").mkdir(parents=True)
+    (models / "LLM" / "not-a-vlm" / "config.json").write_text('{"model_type": "llama"}')
+    shutil.copytree(tiny.vae, models / "diffusers" / "dc-ae-tiny-diffusers")
 
 
 def load_pack(name: str = "openuni_pack"):

@@ -87,6 +87,23 @@ shutil.copy(m.checkpoint, extra / "openuni_tiny_b_extra.pth")
 (base / "input").mkdir(exist_ok=True)
 rng = np.random.RandomState(0)
 Image.fromarray((rng.rand(96, 128, 3) * 255).astype("uint8")).save(base / "input" / "example.png")
+rgba = (rng.rand(128, 128, 4) * 255).astype("uint8")
+rgba[..., 3] = 255
+rgba[32:96, 32:96, 3] = 0  # transparent = LoadImage's MASK: exactly latent cells 1..2 of 4x4
+Image.fromarray(rgba, "RGBA").save(base / "input" / "example_inpaint.png")
+import json, torch
+from safetensors.torch import load_file, save_file
+sana = load_file(str(next((m.sana / "transformer").glob("*.safetensors"))))
+gen = torch.Generator().manual_seed(0)
+lora = {{}}
+for key, w in sana.items():
+    if key.endswith(("to_q.weight", "to_v.weight")) and w.ndim == 2:
+        name = "transformer." + key[: -len(".weight")]
+        lora[name + ".lora_A.weight"] = torch.randn(4, w.shape[1], generator=gen) * 0.1
+        lora[name + ".lora_B.weight"] = torch.randn(w.shape[0], 4, generator=gen) * 0.1
+(base / "models" / "loras").mkdir(parents=True, exist_ok=True)
+save_file(lora, str(base / "models" / "loras" / "sana_lora.safetensors"), metadata={{
+    "lora_adapter_metadata": json.dumps({{"transformer.r": 4, "transformer.lora_alpha": 4}})}})
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     subprocess.run([python, "-c", script], check=True, env=env, capture_output=True, timeout=300)
@@ -96,11 +113,11 @@ Image.fromarray((rng.rand(96, 128, 3) * 255).astype("uint8")).save(base / "input
 
 
 @contextlib.contextmanager
-def running_server(cdir: Path, base: Path):
+def running_server(cdir: Path, base: Path, extra_args=()):
     """A real ComfyUI on 127.0.0.1 over a throw-away base folder with the pack and the tiny models."""
     python = comfy_python(cdir)
     prepare_base(base, python)
-    server = ComfyServer(cdir, base, python).start()
+    server = ComfyServer(cdir, base, python, extra_args).start()
     try:
         yield server
     finally:
@@ -271,6 +288,7 @@ class Listener:
         self.client_id = f"openuni-{uuid.uuid4().hex[:8]}"
         self.ws = WebSocket("127.0.0.1", server.port, f"/ws?clientId={self.client_id}")
         self.messages: list[dict] = []
+        self.binary: list[tuple[float, int, int]] = []  # (time, event type, bytes) of binary messages (previews)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -281,9 +299,11 @@ class Listener:
                 msg = self.ws.recv()
                 if msg is None:
                     return
-                if isinstance(msg, str):
-                    with self._lock:
+                with self._lock:
+                    if isinstance(msg, str):
                         self.messages.append(json.loads(msg))
+                    else:  # ComfyUI's binary frames: a 4-byte big-endian event type, then the payload
+                        self.binary.append((time.time(), struct.unpack(">I", msg[:4])[0], len(msg)))
         except (OSError, ConnectionError, ValueError):
             return
 

@@ -27,6 +27,8 @@ REAL_MODELS = {"checkpoint": "openuni_b_internvl3_1b_sana_0_6b_512_hf_blip3o60k.
 TINY_MODELS = {"checkpoint": "openuni_tiny_b.safetensors", "mllm": "InternVL3-tiny",
                "sana": "Sana-tiny_diffusers", "vae": "dc-ae-tiny-diffusers"}
 EXAMPLE_IMAGE = "example.png"  # ships in ComfyUI's input/ folder; the e2e test writes one too
+INPAINT_IMAGE = "example_inpaint.png"  # the e2e test writes it, with a transparent hole = the mask to repaint
+EXAMPLE_LORA = "sana_lora.safetensors"  # put a SANA LoRA under this name in models/loras/; the e2e writes a tiny one
 
 # Core ComfyUI nodes used by the examples: (link inputs, widget names, outputs).
 CORE_NODES = {
@@ -34,6 +36,14 @@ CORE_NODES = {
     "SaveImage": ([("images", "IMAGE")], ["filename_prefix"], []),
     "ImageScaleBy": ([("image", "IMAGE")], ["upscale_method", "scale_by"], [("IMAGE", "IMAGE")]),
     "Note": ([], ["text"], []),
+    "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                  ("latent_image", "LATENT")],
+                 ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+                 [("LATENT", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [], [("IMAGE", "IMAGE")]),
+    "VAEEncodeForInpaint": ([("pixels", "IMAGE"), ("vae", "VAE"), ("mask", "MASK")], ["grow_mask_by"],
+                            [("LATENT", "LATENT")]),
+    "LatentUpscaleBy": ([("samples", "LATENT")], ["upscale_method", "scale_by"], [("LATENT", "LATENT")]),
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -51,8 +61,8 @@ class N:
 
 
 def _loader(nid=1, pos=(20, 120)):
-    widgets = {**REAL_MODELS, "precision": "auto", "memory": "keep all on GPU", "attention": "auto",
-               "download_missing": False}
+    widgets = {**REAL_MODELS, "precision": "auto", "memory": "keep parts loaded", "attention": "auto",
+               "download_missing": False, "mllm_device": "same as the model"}
     return N(nid, "OpenUniModelLoader", pos, widgets, size=(400, 270),
              tiny={**TINY_MODELS, "precision": "fp32"})
 
@@ -65,6 +75,30 @@ def _sampler(nid, pos, pos_src, neg_src, model=1, **kw):
     tiny = {"steps": 3, "width": 64, "height": 64, **kw.pop("tiny", {})}
     return N(nid, "OpenUniSampler", pos, widgets, links, size=(340, 400), tiny=tiny, **kw)
 
+
+def _ksampler(nid, pos, positive, negative, latent, model=(1, 1), **kw):
+    """Core KSampler on the loader's MODEL with the recommended pair for OpenUni: euler + normal (= OpenUni Sampler's
+    euler), 20 steps, cfg 4.5."""
+    widgets = {"seed": 42, "control_after_generate": "fixed", "steps": 20, "cfg": 4.5, "sampler_name": "euler",
+               "scheduler": "normal", "denoise": 1.0, **kw.pop("widgets", {})}
+    links = {"model": model, "positive": positive, "negative": negative, "latent_image": latent}
+    return N(nid, "KSampler", pos, widgets, links, size=(320, 300), tiny={"steps": 3, **kw.pop("tiny", {})}, **kw)
+
+
+def _empty_latent(nid, pos, side=512):
+    return N(nid, "OpenUniEmptyLatent", pos, {"width": side, "height": side, "batch_size": 1}, size=(300, 130),
+             tiny={"width": 64, "height": 64})
+
+
+def _decode_and_save(nid, pos, latent, prefix):
+    return [N(nid, "VAEDecode", pos, {}, {"samples": latent, "vae": (1, 2)}, size=(220, 60)),
+            N(nid + 1, "SaveImage", (pos[0] + 260, pos[1]), {"filename_prefix": prefix}, {"images": (nid, 0)},
+              size=(420, 460))]
+
+
+NATIVE_NOTE = ("The loader's MODEL output is SANA as a ComfyUI model and its VAE output DC-AE, so the core KSampler "
+               "and VAE Decode work on OpenUni: euler + normal reproduces OpenUni Sampler's euler; LoRA, EasyCache "
+               "and ModelSamplingSD3 apply; live previews need ComfyUI's --preview-method auto.")
 
 FOX = "A red fox sitting in fresh snow at sunrise, soft golden light, detailed photograph"
 
@@ -153,6 +187,65 @@ WORKFLOWS: dict[str, list[N]] = {
               "enlarges it, OpenUni VAE Encode turns it back into latents, and a second OpenUni Sampler with "
               "denoise 0.45 redraws the detail at the larger size (width/height come from the latent).\n\n"
               + LOADER_NOTE, size=(400, 360)),
+    ],
+    "openuni_native_text_to_image": [
+        _loader(),
+        N(2, "OpenUniTextEncode", (460, 120), {"prompt": FOX, "negative_prompt": ""}, {"model": (1, 0)},
+          size=(400, 270)),
+        _empty_latent(3, (460, 430)),
+        _ksampler(4, (900, 120), (2, 0), (2, 1), (3, 0)),
+        *_decode_and_save(5, (1260, 120), (4, 0), "OpenUni/native_text_to_image"),
+        _note(7, (20, 440), "Text to image with ComfyUI's own KSampler.\n\n" + NATIVE_NOTE + " OpenUni Empty Latent "
+              "makes DC-AE's 32-channel latents (Empty Latent Image makes 4-channel ones). For the reference "
+              "DPM-Solver++, use SamplerCustomAdvanced with OpenUni Scheduler (dpmpp) and OpenUni DPM-Solver++, or "
+              "OpenUni Sampler.\n\n" + LOADER_NOTE, size=(400, 400)),
+    ],
+    "openuni_inpainting": [
+        _loader(),
+        N(2, "LoadImage", (20, 440), {"image": EXAMPLE_IMAGE, "upload": "image"}, size=(400, 340),
+          tiny={"image": INPAINT_IMAGE}),
+        N(3, "OpenUniTextEncode", (460, 120), {"prompt": "a small wooden cabin", "negative_prompt": ""},
+          {"model": (1, 0)}, size=(400, 220)),
+        N(4, "VAEEncodeForInpaint", (460, 380), {"grow_mask_by": 6}, {"pixels": (2, 0), "vae": (1, 2), "mask": (2, 1)},
+          size=(300, 100), tiny={"grow_mask_by": 0}),  # the e2e test's mask covers whole latent cells
+        _ksampler(5, (900, 120), (3, 0), (3, 1), (4, 0)),
+        *_decode_and_save(6, (1260, 120), (5, 0), "OpenUni/inpainting"),
+        _note(8, (460, 530), "Inpainting.\n\nRight-click the Load Image node → Open in MaskEditor and paint where the "
+              "image should change. VAE Encode (for Inpainting) greys that area and attaches the mask as the latent's "
+              "noise mask; KSampler repaints only inside it and keeps the rest (up to the DC-AE round trip). To keep "
+              "more of the original inside the mask, use VAE Encode + Set Latent Noise Mask and a denoise below 1. "
+              "OpenUni Sampler honours the same mask.\n\n" + LOADER_NOTE, size=(400, 400)),
+    ],
+    "openuni_hires_fix": [
+        _loader(),
+        N(2, "OpenUniTextEncode", (460, 120), {"prompt": FOX, "negative_prompt": ""}, {"model": (1, 0)},
+          size=(400, 270)),
+        _empty_latent(3, (460, 430)),
+        _ksampler(4, (900, 120), (2, 0), (2, 1), (3, 0)),
+        N(5, "LatentUpscaleBy", (1260, 120), {"upscale_method": "bislerp", "scale_by": 1.5}, {"samples": (4, 0)},
+          size=(300, 100)),
+        _ksampler(6, (1600, 120), (2, 0), (2, 1), (5, 0), widgets={"denoise": 0.5}, title="KSampler (hires)"),
+        *_decode_and_save(7, (1960, 120), (6, 0), "OpenUni/hires_fix"),
+        _note(9, (20, 440), "Hires fix.\n\nThe first KSampler renders at the model's native size; Upscale Latent By "
+              "enlarges the latent ×1.5 (one DC-AE latent cell is 32×32 pixels, so this is coarse) and a second "
+              "KSampler at denoise 0.5 redraws the detail at the larger size. OpenUni-B/L-512 are trained at 512 px: "
+              "much larger first passes repeat objects.\n\n" + LOADER_NOTE, size=(400, 380)),
+    ],
+    "openuni_lora": [
+        _loader(),
+        N(2, "OpenUniLoraLoader", (460, 120), {"lora_name": EXAMPLE_LORA, "strength_model": 1.0}, {"model": (1, 1)},
+          size=(360, 130)),
+        N(3, "OpenUniTextEncode", (460, 300), {"prompt": FOX, "negative_prompt": ""}, {"model": (1, 0)},
+          size=(400, 270)),
+        _empty_latent(4, (460, 610)),
+        _ksampler(5, (900, 120), (3, 0), (3, 1), (4, 0), model=(2, 0)),
+        *_decode_and_save(6, (1260, 120), (5, 0), "OpenUni/lora"),
+        _note(8, (20, 440), "A SANA LoRA on OpenUni.\n\nPut the LoRA in models/loras/ and pick it in OpenUni LoRA "
+              "Loader (model only): diffusers/PEFT files (transformer.…lora_A/lora_B, as diffusers' SANA LoRA "
+              "training writes them) and kohya/OneTrainer names load; a LoRA for another model is refused with its "
+              "keys. Kohya files also load in the core LoraLoaderModelOnly. The LoRA must be trained for the SANA "
+              "inside the checkpoint (SANA 0.6B for OpenUni-B, 1.6B for OpenUni-L).\n\n" + LOADER_NOTE,
+              size=(400, 420)),
     ],
 }
 
@@ -292,7 +385,9 @@ def render(node_classes: dict, display_names: dict) -> dict[Path, str]:
 
 
 def _core_title(type_: str) -> str:
-    return {"LoadImage": "Load Image", "SaveImage": "Save Image", "ImageScaleBy": "Upscale Image By"}.get(type_, type_)
+    return {"LoadImage": "Load Image", "SaveImage": "Save Image", "ImageScaleBy": "Upscale Image By",
+            "VAEDecode": "VAE Decode", "VAEEncodeForInpaint": "VAE Encode (for Inpainting)",
+            "LatentUpscaleBy": "Upscale Latent By"}.get(type_, type_)
 
 
 def main() -> None:

@@ -32,3 +32,12 @@ def model(tiny):
     from openuni_core.loading import load_openuni
 
     return load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    """A real ComfyUI in this process with the pack loaded (tests/comfy_inprocess.py); skips without ComfyUI."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from comfy_inprocess import comfy_session
+
+    return comfy_session(tmp_path_factory)

@@ -28,12 +28,15 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "example_workflows" / "api"
 NODES = {"OpenUniModelLoader": "OpenUni Model Loader", "OpenUniTextEncode": "OpenUni Text Encode",
          "OpenUniImageEditEncode": "OpenUni Image Edit Encode (experimental)", "OpenUniSampler": "OpenUni Sampler",
          "OpenUniVAEDecode": "OpenUni VAE Decode", "OpenUniVAEEncode": "OpenUni VAE Encode",
-         "OpenUniCaption": "OpenUni Caption"}
+         "OpenUniCaption": "OpenUni Caption", "OpenUniEmptyLatent": "OpenUni Empty Latent",
+         "OpenUniScheduler": "OpenUni Scheduler", "OpenUniDPMSolverSampler": "OpenUni DPM-Solver++ (sampler)",
+         "OpenUniLoraLoader": "OpenUni LoRA Loader (model only)"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running_server(CDIR, tmp_path_factory.mktemp("comfy_e2e")) as srv:
+    # --preview-method auto: ComfyUI's default sends no live previews
+    with running_server(CDIR, tmp_path_factory.mktemp("comfy_e2e"), ["--preview-method", "auto"]) as srv:
         print(f"\nComfyUI {comfy_commit(CDIR)} at {srv.url} (log: {srv.log_path})")
         yield srv
 
@@ -142,9 +145,9 @@ def _error(entry: dict) -> dict:
 def test_errors_are_node_errors_and_the_server_keeps_serving(server):
     bad = workflow("openuni_text_to_image")
     bad["3"]["inputs"]["width"] = 100
-    err = _error(server.run(bad))
-    assert err["node_type"] == "OpenUniSampler" and "multiple of 32" in err["exception_message"]
-    assert "Try 96" in err["exception_message"]
+    status, body = server.post("/prompt", {"prompt": bad, "client_id": "openuni-tests"})
+    refused = json.dumps(body["node_errors"]["3"]) if status == 400 else ""
+    assert "multiple of 32" in refused and "Try 96" in refused  # the sampler's check, when the prompt is queued
 
     missing = workflow("openuni_text_to_image")
     missing["1"]["inputs"].update(checkpoint="openuni_b_internvl3_1b_sana_0_6b_512_hf_blip3o60k.pth",
@@ -186,19 +189,140 @@ def test_interrupt_mid_sampling_then_a_successful_run(server, listener):
     assert saved_images(server, entry, "5") == [(64, 64)]
 
 
-def test_free_memory_request_releases_and_next_run_reloads(server):
+def _requested(server) -> dict:
+    """How often ComfyUI has logged loading each OpenUni part ("Requested to load <class>"): it logs it only when the
+    part is not in its list of loaded models."""
+    log = server.log()
+    return {part: log.count(f"Requested to load {part}") for part in ("OpenUniSana", "DCAEModule", "MLLMPart")}
+
+
+def _openuni_only(seed: int, prompt: str) -> dict:
+    """OpenUni Sampler → core VAE Decode: every part is loaded through its one (base) ModelPatcher."""
+    p = workflow("openuni_text_to_image")
+    p["2"]["inputs"]["prompt"] = prompt
+    p["3"]["inputs"]["seed"] = seed
+    p["4"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2]}}
+    return p
+
+
+def test_unload_models_frees_every_openuni_part(server):
+    """After a run the three parts stay loaded (a second run requests none of them again); POST /free with
+    unload_models ("Unload models" in the UI) takes every one out of ComfyUI's loaded models, so the next run
+    requests all three again (a new prompt needs InternVL3)."""
+    assert_success(server.run(_openuni_only(11, "a lighthouse")))
+    before = _requested(server)
+    assert_success(server.run(_openuni_only(12, "a windmill")))
+    assert _requested(server) == before and all(before.values())
+    status, _ = server.post("/free", {"unload_models": True})
+    assert status == 200
+    entry = server.run(_openuni_only(13, "a harbour"))
+    assert_success(entry)
+    assert _requested(server) == {part: n + 1 for part, n in before.items()}
+    assert saved_images(server, entry, "5") == [(64, 64)]
+
+
+def test_free_memory_then_the_next_run_reloads(server):
+    """"Free model and node cache": ComfyUI drops its node cache, so the loader runs again, and the next run works."""
     status, _ = server.post("/free", {"unload_models": True, "free_memory": True})
     assert status == 200
-    deadline = time.time() + 60  # the prompt worker acts on the request when it next wakes
-    while "[OpenUni] memory released on request" not in server.log() and time.time() < deadline:
-        time.sleep(0.2)
     run = workflow("openuni_text_to_image")
     run["3"]["inputs"]["seed"] = 4321
     entry = server.run(run)
     assert_success(entry)
-    log = server.log()
-    assert "[OpenUni] memory released on request" in log
-    assert log.count("[OpenUni] tiny-B: loading") >= 2  # node cache dropped: the loader ran again
+    assert "1" not in next((m[1]["nodes"] for m in entry["status"]["messages"] if m[0] == "execution_cached"), [])
+
+
+# ----- the loader's MODEL / VAE in core nodes -------------------------------------------------------------------
+
+NATIVE_WORKFLOWS = {"openuni_native_text_to_image": ("6", (64, 64)), "openuni_inpainting": ("7", (128, 128)),
+                    "openuni_hires_fix": ("8", (96, 96)), "openuni_lora": ("7", (64, 64))}
+
+
+@pytest.mark.parametrize("name", sorted(NATIVE_WORKFLOWS))
+def test_native_example_workflows(server, name):
+    save, size = NATIVE_WORKFLOWS[name]
+    entry = server.run(workflow(name))
+    assert_success(entry)
+    assert saved_images(server, entry, save) == [size]
+
+
+def _save_latent(prompt: dict, node_id: str, source: str, prefix: str) -> None:
+    prompt[node_id] = {"class_type": "SaveLatent", "inputs": {"samples": [source, 0], "filename_prefix": prefix}}
+
+
+def _latent(server, entry: dict, node_id: str):
+    from safetensors.torch import load_file
+
+    saved = entry["outputs"][node_id]["latents"][0]
+    return load_file(str(server.base / "output" / saved["subfolder"] / saved["filename"]))["latent_tensor"]
+
+
+def test_ksampler_equals_openuni_sampler_for_euler(server):
+    """KSampler euler + normal on the MODEL and OpenUni Sampler euler, same prompt and seed, in one prompt."""
+    p = workflow("openuni_native_text_to_image")
+    p["20"] = {"class_type": "OpenUniSampler", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 1], "seed": 42, "steps": 3, "cfg": 4.5,
+        "sampler": "euler", "width": 64, "height": 64, "batch_size": 1}}
+    _save_latent(p, "21", "4", "e2e/ksampler")
+    _save_latent(p, "22", "20", "e2e/openuni")
+    entry = server.run(p)
+    assert_success(entry)
+    assert (_latent(server, entry, "21") - _latent(server, entry, "22")).abs().max() < 1e-4
+
+
+def test_inpainting_keeps_the_outside(server):
+    """The inpainting workflow's KSampler output equals its input latent outside the mask (the transparent square
+    of the input image, latent cells 1..2 of 4×4) and differs inside."""
+    import torch
+
+    p = workflow("openuni_inpainting")
+    _save_latent(p, "20", "4", "e2e/inpaint_in")
+    _save_latent(p, "21", "5", "e2e/inpaint_out")
+    entry = server.run(p)
+    assert_success(entry)
+    before, after = _latent(server, entry, "20"), _latent(server, entry, "21")
+    inside = torch.zeros(4, 4, dtype=torch.bool)
+    inside[1:3, 1:3] = True
+    assert (after - before)[..., ~inside].abs().max() < 1e-5
+    assert (after - before)[..., inside].abs().max() > 1e-2
+
+
+def test_lora_and_easycache_apply(server):
+    """The LoRA workflow changes the result against strength 0; core EasyCache on the MODEL runs."""
+    with_lora = workflow("openuni_lora")
+    _save_latent(with_lora, "20", "5", "e2e/lora")
+    without = json.loads(json.dumps(with_lora))
+    without["2"]["inputs"]["strength_model"] = 0.0
+    a, b = server.run(with_lora), server.run(without)
+    assert_success(a)
+    assert_success(b)
+    assert (_latent(server, a, "20") - _latent(server, b, "20")).abs().max() > 1e-3
+    cached = workflow("openuni_native_text_to_image")
+    cached["30"] = {"class_type": "EasyCache", "inputs": {"model": ["1", 1], "reuse_threshold": 0.2,
+                                                          "start_percent": 0.15, "end_percent": 0.95, "verbose": True}}
+    cached["4"]["inputs"].update(model=["30", 0], seed=77)
+    assert_success(server.run(cached))
+
+
+@pytest.mark.parametrize("name,node", [("openuni_native_text_to_image", "4"), ("openuni_text_to_image", "3")])
+def test_live_previews_arrive_over_the_websocket(server, listener, name, node):
+    """Binary preview frames (PREVIEW_IMAGE or its with-metadata form) arrive while KSampler / OpenUni Sampler run."""
+    p = workflow(name)
+    p[node]["inputs"]["seed"] = 900 + len(name)
+    start = time.time()
+    entry = server.wait(server.queue(p, listener.client_id))
+    assert_success(entry)
+    frames = [(event, size) for t, event, size in listener.binary if t >= start]
+    assert any(event in (1, 4) and size > 100 for event, size in frames), frames
+
+
+def test_workflows_saved_by_older_versions_still_run(server):
+    """A loader saved before 0.3: the old memory label, no mllm_device input."""
+    old = workflow("openuni_text_to_image")
+    old["1"]["inputs"]["memory"] = "keep all on GPU"
+    del old["1"]["inputs"]["mllm_device"]
+    old["3"]["inputs"]["seed"] = 31
+    assert_success(server.run(old))
 
 
 def test_same_prompt_twice_reuses_everything(server):
@@ -236,19 +360,14 @@ def test_bad_prompts_are_reported_and_the_next_valid_prompt_runs(server):
         assert_success(entry)
         assert saved_images(server, entry, "5") == [(64, 64)]
 
-    # width 500 is inside ComfyUI's min/max, so it reaches the sampler, which refuses it before sampling.
+    # width 500 (e.g. from an old workflow) and 10000 are refused when the prompt is queued, with the engine's message.
     bad = workflow("openuni_text_to_image")
-    bad["3"]["inputs"]["width"] = 500
-    err = _error(server.run(bad))
-    assert err["node_type"] == "OpenUniSampler" and "width 500 is not allowed" in err["exception_message"]
-    assert "Try 512" in err["exception_message"]
-    valid(501)
-
-    # width 10000 is above the declared max: ComfyUI's own validation refuses the prompt before it is queued.
-    bad["3"]["inputs"]["width"] = 10000
-    status, body = server.post("/prompt", {"prompt": bad, "client_id": "openuni-tests"})
-    assert status == 400 and "bigger than max" in json.dumps(body["node_errors"]["3"])
-    valid(502)
+    for seed, (width, message) in enumerate(((500, "Try 512"), (10000, "between 32 and 4096")), start=501):
+        bad["3"]["inputs"]["width"] = width
+        status, body = server.post("/prompt", {"prompt": bad, "client_id": "openuni-tests"})
+        refused = json.dumps(body["node_errors"]["3"]) if status == 400 else ""
+        assert f"width {width} is not allowed" in refused and message in refused
+        valid(seed)
 
     # Conditioning encoded by another loaded OpenUni model (another checkpoint file) is refused by the sampler.
     foreign = workflow("openuni_text_to_image")

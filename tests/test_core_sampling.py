@@ -72,6 +72,18 @@ def test_progress_and_interrupt_hooks(model):
 
 
 @pytest.mark.parametrize("sampler", ["dpmpp", "euler"])
+def test_preview_hook_gets_the_x0_prediction(model, sampler):
+    """preview(i, n, x0) after every step with the prediction of the final latents (unscaled, like the result): at the
+    last step, whose next sigma is 0, that prediction is the result itself (a scaled, or noisy-x, preview is not)."""
+    seen = []
+    out = model.sample(model.encode_prompt("x"), width=64, height=32, steps=5, cfg=2.0, seed=1, sampler=sampler,
+                       preview=lambda i, n, x0: seen.append((i, n, x0.cpu())))
+    assert [(i, n) for i, n, _ in seen] == [(k, 5) for k in range(1, 6)]
+    assert all(x0.shape == out.shape for _, _, x0 in seen)
+    torch.testing.assert_close(seen[-1][2], out, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp", "euler"])
 def test_image_to_image_strength(model, sampler):
     pos = model.encode_prompt("a red barn")
     img = torch.rand(1, 64, 96, 3)

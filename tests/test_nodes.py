@@ -14,13 +14,16 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from comfy_pack import FakeComfy, InterruptProcessingException, load_pack, unload_pack  # noqa: E402
+from comfy_pack import (TINY_CHECKPOINT, TINY_NODE_INPUTS, FakeComfy, InterruptProcessingException, load_pack,  # noqa: E402
+                        place_tiny_models, unload_pack)
 
 NODE_NAMES = ["OpenUniModelLoader", "OpenUniTextEncode", "OpenUniImageEditEncode", "OpenUniSampler",
-              "OpenUniVAEDecode", "OpenUniVAEEncode", "OpenUniCaption"]
-CKPT = "openuni_tiny_b.safetensors"
-TINY = dict(checkpoint=CKPT, mllm="InternVL3-tiny", sana="Sana-tiny_diffusers", vae="dc-ae-tiny-diffusers",
-            precision="fp32", memory="keep all on GPU", attention="auto", download_missing=False)
+              "OpenUniVAEDecode", "OpenUniVAEEncode", "OpenUniCaption", "OpenUniEmptyLatent", "OpenUniScheduler",
+              "OpenUniDPMSolverSampler", "OpenUniLoraLoader"]
+COMFY_MODULES = ("folder_paths", "comfy", "comfy.model_management", "comfy.utils", "comfy.model_base", "comfy.sd",
+                 "latent_preview", "nodes")
+CKPT = TINY_CHECKPOINT
+TINY = TINY_NODE_INPUTS
 
 
 class Env:
@@ -38,22 +41,6 @@ class Env:
             return getattr(cls(), cls.FUNCTION)(**inputs)
 
 
-def place_tiny_models(tiny, models: Path) -> None:
-    """The tiny set in ComfyUI's layout: models/openuni/{ckpt, mllm/, sana/, vae/} plus an -hf twin in LLM/."""
-    openuni = models / "openuni"
-    for sub in ("mllm", "sana", "vae"):
-        (openuni / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny.checkpoint_safetensors, openuni / CKPT)
-    shutil.copy(tiny.checkpoint, openuni / "openuni_tiny_b.pth")
-    shutil.copytree(tiny.mllm_original, openuni / "mllm" / "InternVL3-tiny")
-    shutil.copytree(tiny.sana, openuni / "sana" / "Sana-tiny_diffusers")
-    shutil.copytree(tiny.vae, openuni / "vae" / "dc-ae-tiny-diffusers")
-    shutil.copytree(tiny.mllm_hf, models / "LLM" / "OpenGVLab" / "InternVL3-tiny-hf")
-    (models / "LLM" / "not-a-vlm").mkdir(parents=True)
-    (models / "LLM" / "not-a-vlm" / "config.json").write_text('{"model_type": "llama"}')
-    shutil.copytree(tiny.vae, models / "diffusers" / "dc-ae-tiny-diffusers")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     from openuni_core.tiny import write_tiny_models
@@ -66,7 +53,6 @@ def env(tmp_path_factory):
         pack = load_pack("openuni_pack")
         pack_nodes = sys.modules["openuni_pack.nodes"]
         pack_nodes.model_files.register_folders()
-        pack_nodes.model_cache.install()
         yield Env(base, fake, pack, tiny)
     finally:
         fake.uninstall()
@@ -75,7 +61,7 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(env):
-    (m,) = env.call("OpenUniModelLoader", **TINY)
+    m = env.call("OpenUniModelLoader", **TINY)[0]
     return m
 
 
@@ -97,20 +83,23 @@ def t2i(env, model, prompt="a red fox in the snow", seed=42, steps=3, **kw):
 
 # ----- registration ---------------------------------------------------------------------------------------------
 
-def test_pack_imports_and_lists_without_comfyui(env):
-    """No ComfyUI modules at all: the pack imports, every node describes itself, nothing touches the disk."""
+def test_pack_imports_and_lists_without_comfyui(env, monkeypatch):
+    """No ComfyUI modules at all (importing one fails, even where ComfyUI is installed): the pack imports, every node
+    describes itself, nothing touches the disk."""
     env.fake.uninstall()
+    for name in COMFY_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` raises ImportError while this is set
     try:
-        for m in ("folder_paths", "comfy", "comfy.model_management", "comfy.utils"):
-            assert m not in sys.modules
         bare = load_pack("openuni_pack_bare")
         assert set(bare.NODE_CLASS_MAPPINGS) == set(NODE_NAMES)
         assert bare.WEB_DIRECTORY == "./web" and (Path(bare.__file__).parent / "web" / "openuni.js").is_file()
         spec = bare.NODE_CLASS_MAPPINGS["OpenUniModelLoader"].INPUT_TYPES()["required"]
         assert spec["mllm"][0] == ["auto"]
         assert "openuni_b_internvl3_1b_sana_0_6b_512_hf_blip3o60k.pth" in spec["checkpoint"][0]
+        assert bare.NODE_CLASS_MAPPINGS["OpenUniLoraLoader"].INPUT_TYPES()["required"]["lora_name"][0] == []
     finally:
         unload_pack("openuni_pack_bare")
+        monkeypatch.undo()
         env.fake.install()
 
 
@@ -218,13 +207,13 @@ def test_missing_released_files_are_listed_and_downloaded_only_on_request(env, m
 
         monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
         monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-        (m,) = env.call("OpenUniModelLoader", **{**args, "download_missing": True})
+        m = env.call("OpenUniModelLoader", **{**args, "download_missing": True})[0]
         assert [c[0] for c in calls] == ["wusize/openuni", "OpenGVLab/InternVL3-1B",
                                          "Efficient-Large-Model/Sana_600M_512px_diffusers",
                                          "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers"]
         assert m.variant.name == "tiny-B"  # identified structurally, whatever the file is called
         calls.clear()
-        (again,) = env.call("OpenUniModelLoader", **{**args, "download_missing": True})
+        again = env.call("OpenUniModelLoader", **{**args, "download_missing": True})[0]
         assert again is m and calls == []  # nothing missing: no download, and the cached model is reused
 
         # A part that 'auto' finds elsewhere (InternVL3 in models/LLM/) is neither reported nor fetched again.
@@ -233,7 +222,7 @@ def test_missing_released_files_are_listed_and_downloaded_only_on_request(env, m
         with pytest.raises(MissingModelFilesError) as err:
             env.call("OpenUniModelLoader", **args)
         assert "InternVL3" not in str(err.value).split("missing:")[1] and "Sana_600M" in str(err.value)
-        (m2,) = env.call("OpenUniModelLoader", **{**args, "download_missing": True})
+        m2 = env.call("OpenUniModelLoader", **{**args, "download_missing": True})[0]
         assert [c[0] for c in calls] == ["wusize/openuni", "Efficient-Large-Model/Sana_600M_512px_diffusers",
                                          "mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers"]
         assert not (base / "models" / "openuni" / "mllm" / "InternVL3-1B").exists() and m2 is not m
@@ -242,45 +231,48 @@ def test_missing_released_files_are_listed_and_downloaded_only_on_request(env, m
         pack_nodes.model_files.register_folders()
 
 
-def test_loader_asks_comfyui_only_for_what_stays_on_the_gpu(env, tiny):
-    """An offload policy must not make ComfyUI evict the user's other models for weights that stay in RAM."""
-    loader = sys.modules["openuni_pack.nodes.loader"]
-    files = loader.core_files.ModelPaths(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae)
-
-    def size(folder):
-        return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-
-    ckpt, mllm, vae, sana = (tiny.checkpoint.stat().st_size, size(tiny.mllm_original), size(tiny.vae),
-                             size(tiny.sana / "transformer"))
-    groups = ["meta_queries", "connector", "projector", "transformer"]
-    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
-
-    def asked(policy, device, precision="bf16", groups=groups):
-        return loader._resident_bytes(files, precision, policy, groups, device)
-
-    assert asked("none", gpu) == mllm + ckpt + vae  # the checkpoint's SANA replaces the folder's
-    assert asked("mllm", gpu) == ckpt + vae
-    assert asked("sequential", gpu) == 0
-    assert asked("sequential", cpu) == asked("none", cpu) == asked("none", gpu)  # no offloading on the CPU
-    assert asked("none", gpu, "fp32") == 2 * asked("none", gpu)
-    assert asked("none", gpu, groups=groups[:3]) == mllm + ckpt + sana + vae
-
-
 def test_loader_reuses_the_model_while_inputs_are_unchanged(env, model, fake, monkeypatch):
+    """Identical inputs give the engine that is still alive (two loader nodes, or a re-run) without reading a file;
+    other inputs load another; without ComfyUI's model classes the MODEL and VAE outputs are None."""
     loads = []
     import openuni_pack.openuni_core.loading as core_model
 
     real = core_model.load_openuni
     monkeypatch.setattr(core_model, "load_openuni", lambda *a, **k: loads.append(k) or real(*a, **k))
-    (same,) = env.call("OpenUniModelLoader", **TINY)
-    assert same is model and loads == []
-    (other,) = env.call("OpenUniModelLoader", **{**TINY, "checkpoint": "openuni_tiny_b.pth"})
+    same, model_out, vae_out = env.call("OpenUniModelLoader", **TINY)
+    assert same is model and loads == [] and model_out is None and vae_out is None
+    other = env.call("OpenUniModelLoader", **{**TINY, "checkpoint": "openuni_tiny_b.pth"})[0]
     assert other is not model and len(loads) == 1
     assert loads[0]["dtype"] == "fp32" and loads[0]["offload"] == "none" and loads[0]["device"] == "cpu"
-    assert fake.free_calls and fake.free_calls[0][0] > 100_000  # asked ComfyUI for room before loading
-    (back,) = env.call("OpenUniModelLoader", **TINY)  # one model is cached: switching back reloads
-    assert back is not model and len(loads) == 2
-    torch.testing.assert_close(t2i(env, back)["samples"], t2i(env, model)["samples"])
+    assert env.call("OpenUniModelLoader", **TINY)[0] is model and len(loads) == 1
+    torch.testing.assert_close(t2i(env, other)["samples"], t2i(env, model)["samples"])
+
+
+@pytest.mark.parametrize("old,new", [("keep all on GPU", "keep parts loaded"),
+                                     ("offload MLLM to CPU after encoding", "stream InternVL3 to encode"),
+                                     ("sequential offload (low VRAM)", "stream InternVL3; load SANA, DC-AE only while used")])
+def test_memory_labels_of_older_workflows_still_load(env, model, old, new):
+    """Saved workflows hold the labels of versions before 0.3: ComfyUI's queue-time check (VALIDATE_INPUTS, which
+    replaces its list check for this input) accepts them, and they mean what the new label means (an old label
+    gives the very engine the new one gives)."""
+    cls = env.pack.NODE_CLASS_MAPPINGS["OpenUniModelLoader"]
+    assert cls.VALIDATE_INPUTS(memory=old) is True and cls.VALIDATE_INPUTS(memory=new) is True
+    assert "Unknown memory setting 'fast'" in cls.VALIDATE_INPUTS(memory="fast")
+    assert new in cls.INPUT_TYPES()["required"]["memory"][0] and old not in cls.INPUT_TYPES()["required"]["memory"][0]
+    if new == "keep parts loaded":
+        assert env.call("OpenUniModelLoader", **{**TINY, "memory": old})[0] is model
+
+
+def test_mllm_device_option(env, model):
+    """Old workflows lack the input (optional, default: the model's device); a device this machine does not have is
+    refused at queue time with the choices; 'cpu' loads InternVL3 on the CPU."""
+    cls = env.pack.NODE_CLASS_MAPPINGS["OpenUniModelLoader"]
+    choices = cls.INPUT_TYPES()["optional"]["mllm_device"][0]
+    assert choices[:2] == ["same as the model", "cpu"] and cls.VALIDATE_INPUTS(mllm_device="cpu") is True
+    message = cls.VALIDATE_INPUTS(mllm_device="cuda:7")
+    assert "cuda:7" in message and "not available" in message and "same as the model" in message
+    on_cpu = env.call("OpenUniModelLoader", **TINY, mllm_device="cpu")[0]
+    assert on_cpu.placement.device("mllm").type == "cpu"
 
 
 # ----- generation -------------------------------------------------------------------------------------------------
@@ -435,6 +427,120 @@ def test_foreign_conditioning_is_rejected_clearly(env, model):
         env.call("OpenUniTextEncode", model=object(), prompt="x", negative_prompt="")
 
 
+def conditioning_concat(conditioning_to, conditioning_from):
+    """ComfyUI's ConditioningConcat.concat (nodes.py) in substance: every entry's tokens followed by the first
+    entry of conditioning_from, keeping the entry's dict."""
+    cond_from = conditioning_from[0][0]
+    return [[torch.cat((t, cond_from), 1), d.copy()] for t, d in conditioning_to]
+
+
+def test_conditioning_concat_of_two_prompts(env, model):
+    """Conditioning (Concat) on the positive input alone ([1,512,C] beside a [1,256,C] negative) samples instead of
+    failing on mismatched sizes. Repeating a prompt's queries changes nothing in softmax cross-attention, so a prompt
+    concatenated with itself gives that prompt's image (catches a concat stacked along the batch or zero-padded)."""
+    fox, neg = env.call("OpenUniTextEncode", model=model, prompt="a red fox", negative_prompt="")
+    cat, _ = env.call("OpenUniTextEncode", model=model, prompt="a black cat", negative_prompt="")
+    args = dict(model=model, negative=neg, seed=9, steps=3, cfg=4.5, sampler="dpmpp", width=64, height=64,
+                batch_size=1)
+    only_fox = env.call("OpenUniSampler", positive=fox, **args)[0]["samples"]
+    fox_fox = env.call("OpenUniSampler", positive=conditioning_concat(fox, fox), **args)[0]["samples"]
+    torch.testing.assert_close(fox_fox, only_fox, atol=1e-4, rtol=0)
+    fox_cat = conditioning_concat(fox, cat)
+    assert fox_cat[0][0].shape[1] == 512
+    both = env.call("OpenUniSampler", positive=fox_cat, **args)[0]["samples"]
+    assert (both - only_fox).abs().max() > 1e-2
+    # Combine of a concatenated entry and a plain one: stacked after repeating to a common length, one image each.
+    stacked = env.call("OpenUniSampler", positive=fox_cat + fox, **{**args, "batch_size": 1})[0]["samples"]
+    torch.testing.assert_close(stacked[0:1], both, atol=1e-4, rtol=0)
+    plain = env.call("OpenUniSampler", positive=fox + fox, **args)[0]["samples"]  # the same noise row for the fox
+    torch.testing.assert_close(stacked[1:2], plain[1:2], atol=1e-4, rtol=0)
+
+
+STEERING = [  # (keys ComfyUI's conditioning nodes set, accepted?) for a 64×64 image
+    ({"strength": 1.0}, True), ({"strength": 0.5}, False),
+    ({"start_percent": 0.0, "end_percent": 1.0}, True), ({"start_percent": 0.2, "end_percent": 1.0}, False),
+    ({"start_percent": 0.0, "end_percent": 0.7}, False),
+    ({"area": (8, 8, 0, 0), "strength": 1.0, "set_area_to_bounds": False}, True),
+    ({"area": (4, 8, 0, 0), "strength": 1.0, "set_area_to_bounds": False}, False),
+    ({"area": ("percentage", 1.0, 1.0, 0, 0), "strength": 1.0, "set_area_to_bounds": False}, True),
+    ({"area": ("percentage", 0.5, 1.0, 0.5, 0), "strength": 1.0, "set_area_to_bounds": False}, False),
+    ({"mask": torch.ones(1, 64, 64), "set_area_to_bounds": False, "mask_strength": 1.0}, True),
+    ({"mask": torch.zeros(1, 64, 64), "set_area_to_bounds": False, "mask_strength": 1.0}, False),
+    ({"control": object()}, False),
+]
+
+
+@pytest.mark.parametrize("keys,accepted", STEERING, ids=[f"{sorted(k)[0]}-{a}" for k, a in STEERING])
+def test_area_mask_strength_and_timestep_keys(env, model, monkeypatch, keys, accepted):
+    """Keys that change a KSampler result are refused by OpenUni Sampler before any work, pointing to KSampler with the
+    loader's MODEL; neutral values (strength 1, timestep range 0..1, an area or mask covering the image) pass."""
+    from openuni_pack.openuni_core.errors import OpenUniError
+
+    pos, neg = env.call("OpenUniTextEncode", model=model, prompt="a fox", negative_prompt="")
+    steered = [[pos[0][0], {**pos[0][1], **keys}]]
+    args = dict(model=model, negative=neg, seed=1, steps=1, cfg=4.5, sampler="euler", width=64, height=64,
+                batch_size=1)
+    if accepted:
+        torch.testing.assert_close(env.call("OpenUniSampler", positive=steered, **args)[0]["samples"],
+                                   env.call("OpenUniSampler", positive=pos, **args)[0]["samples"])
+        return
+    monkeypatch.setattr(model, "sample", lambda *a, **k: pytest.fail("sampled despite the refusal"))
+    with pytest.raises(OpenUniError, match="KSampler with the OpenUni Model Loader's MODEL output"):
+        env.call("OpenUniSampler", positive=steered, **args)
+    with pytest.raises(OpenUniError, match="negative conditioning carries"):
+        env.call("OpenUniSampler", positive=pos, **{**args, "negative": [[neg[0][0], {**neg[0][1], **keys}]]})
+
+
+@pytest.mark.parametrize("node", ["OpenUniSampler", "OpenUniEmptyLatent"])
+def test_sizes_off_the_grid_are_refused_when_queued(env, node):
+    """ComfyUI calls VALIDATE_INPUTS with the widget values by name when a prompt is queued (and then skips its own
+    min/max check for them): 500 from an old workflow or the API gets the engine's own message there, before any
+    loading; linked values (None at that point) and valid sizes pass."""
+    import inspect
+
+    from openuni_pack.openuni_core.errors import OpenUniError
+    from openuni_pack.openuni_core.sampling import check_side
+
+    cls = env.pack.NODE_CLASS_MAPPINGS[node]
+    assert {"width", "height"} <= set(inspect.getfullargspec(cls.VALIDATE_INPUTS).args)
+    with pytest.raises(OpenUniError) as engine_says:
+        check_side("width", 500)
+    assert cls.VALIDATE_INPUTS(width=500, height=512) == str(engine_says.value)
+    assert "Try 512" in cls.VALIDATE_INPUTS(width=512, height=500) and "height 500" in cls.VALIDATE_INPUTS(height=500)
+    assert "between 32 and 4096" in cls.VALIDATE_INPUTS(width=8192, height=512)
+    assert cls.VALIDATE_INPUTS(width=512, height=768) is True and cls.VALIDATE_INPUTS(width=None, height=None) is True
+
+
+def test_empty_latent(env):
+    (latent,) = env.call("OpenUniEmptyLatent", width=96, height=64, batch_size=3)
+    assert latent["samples"].shape == (3, 32, 2, 3) and not latent["samples"].any()
+
+
+def test_noise_mask_inpaints_inside_and_keeps_the_outside(env, model):
+    """A LATENT's noise_mask (Set Latent Noise Mask: 1 = repaint, pixel resolution) is honoured: outside the mask the
+    result is the input latent, inside it changes; the same mask given in latent resolution gives the same result."""
+    image = torch.rand(1, 128, 128, 3, generator=torch.Generator().manual_seed(3))
+    (init,) = env.call("OpenUniVAEEncode", model=model, image=image, tiling="off")
+    mask = torch.zeros(1, 128, 128)
+    mask[:, 32:96, 32:96] = 1.0  # latent cells 1..2 × 1..2 of 4×4
+    inside = torch.zeros(4, 4, dtype=torch.bool)
+    inside[1:3, 1:3] = True
+    pos, neg = env.call("OpenUniTextEncode", model=model, prompt="a cat", negative_prompt="")
+    args = dict(model=model, positive=pos, negative=neg, seed=2, steps=4, cfg=4.5, sampler="dpmpp", width=128,
+                height=128, batch_size=1)
+    for denoise in (1.0, 0.6):
+        out = env.call("OpenUniSampler", latent={**init, "noise_mask": mask}, denoise=denoise, **args)[0]["samples"]
+        torch.testing.assert_close(out[..., ~inside], init["samples"][..., ~inside], atol=1e-6, rtol=0)
+        assert (out - init["samples"])[..., inside].abs().max() > 0.1
+    latent_res = env.call("OpenUniSampler", latent={**init, "noise_mask": inside[None].float()}, denoise=0.6,
+                          **args)[0]["samples"]
+    torch.testing.assert_close(latent_res, out)
+    from openuni_pack.openuni_core.errors import OpenUniError
+
+    with pytest.raises(OpenUniError, match="noise_mask holds 3 masks for 1 images"):
+        env.call("OpenUniSampler", latent={**init, "noise_mask": torch.ones(3, 128, 128)}, **args)
+
+
 # ----- ComfyUI services: interrupt, memory ------------------------------------------------------------------------
 
 def test_interrupt_stops_sampling_between_steps_and_leaves_the_model_usable(env, model, fake):
@@ -454,62 +560,7 @@ def test_interrupt_stops_sampling_between_steps_and_leaves_the_model_usable(env,
                  max_new_tokens=50, temperature=1.0, seed=0)
 
 
-class StubPlacement:
-    """Shaped like the engine's Placement API (where, on_accelerator, offload_all, request_memory), with parts that
-    claim to live on a GPU."""
-
-    def __init__(self):
-        self.parts = {p: "cuda:0" for p in ("mllm", "sana", "vae")}
-        self.offloaded_all, self.request_memory = 0, None
-
-    def where(self):
-        return dict(self.parts)
-
-    def on_accelerator(self):
-        return any(w != "cpu" for w in self.parts.values())
-
-    def offload_all(self):
-        self.offloaded_all += 1
-        self.parts = {p: "cpu" for p in self.parts}
-
-
-def test_unload_models_request_releases_openuni_models(env, fake):
-    cache = sys.modules["openuni_pack.nodes.model_cache"]
-    stub = StubPlacement()
-    stub.placement = stub
-    cache.put(("stub",), stub)
-    assert cache.get(("stub",)) is stub
-    fake.mm.unload_all_models()  # what ComfyUI's /free {"unload_models": true} ends in
-    assert stub.offloaded_all == 1 and cache.get(("stub",)) is None  # once per request, and uncached
-    # The model asks ComfyUI for room before a part goes back onto the GPU; OpenUni's own requests never
-    # evict OpenUni.
-    fake.free_calls.clear()
-    stub.parts = {p: "cuda:0" for p in stub.parts}
-    stub.request_memory(1 << 20, torch.device("cuda", 0))
-    assert fake.free_calls == [(1 << 20, torch.device("cuda", 0))] and stub.offloaded_all == 1
-    # ComfyUI making room for another model: ours is offloaded only if there is not enough free memory,
-    # and only from the device that needs it.
-    fake.free_memory_bytes = 10 << 30
-    fake.mm.free_memory(1 << 30, torch.device("cuda", 0))
-    assert stub.offloaded_all == 1
-    fake.free_memory_bytes = 0
-    fake.mm.free_memory(1 << 30, torch.device("cuda", 1))
-    assert stub.offloaded_all == 1
-    fake.mm.free_memory(1 << 30, torch.device("cuda"))
-    assert stub.offloaded_all == 2
-    fake.free_memory_bytes = 1 << 40
-
-
 def test_loaded_models_ask_comfyui_for_room(model):
+    """Without ComfyUI's model classes the engine places its parts itself and asks ComfyUI for room first."""
     services = sys.modules["openuni_pack.nodes.comfy_services"]
     assert model.placement.request_memory is services.free_memory
-
-
-def test_memory_hooks_are_installed_once_and_keep_comfyui_behaviour(env, fake):
-    mm = fake.mm
-    assert mm._openuni_hooked and mm.free_memory.__wrapped__ and mm.unload_all_models.__wrapped__
-    services = sys.modules["openuni_pack.nodes.comfy_services"]
-    assert services.install_memory_hooks(lambda: None, lambda *a: None) is False  # second install: no-op
-    fake.free_calls.clear()
-    assert mm.free_memory(123, torch.device("cpu")) == []
-    assert fake.free_calls == [(123, torch.device("cpu"))]

@@ -61,7 +61,7 @@ def test_api_workflow_is_a_valid_prompt(pack, name):
                     src = prompt[value[0]]
                     src_type = _outputs(pack, src["class_type"])[value[1]]
                     assert src_type == ("STRING" if inp == "prompt" else kind), f"{name}: {cls}.{inp}"
-                elif isinstance(kind, list) and inp not in ("checkpoint", "mllm", "sana", "vae"):
+                elif isinstance(kind, list) and inp not in ("checkpoint", "mllm", "sana", "vae", "lora_name"):
                     assert value in kind, f"{name}: {cls}.{inp}={value!r}"
                 elif kind in ("INT", "FLOAT"):
                     o = opts[0]
