@@ -238,6 +238,13 @@ def load_tokenizer(path):
     """Load with the class tokenizer_config.json names, never via Auto* (which would ask to run remote code)."""
     path = Path(path)
     tcfg = read_json(path / "tokenizer_config.json", f"InternVL3 tokenizer in {path}")
+    if isinstance(tcfg.get("extra_special_tokens"), list) and not compat.TRANSFORMERS_5:
+        # transformers 4.x fails on it with "'list' object has no attribute 'keys'" (or asks for protobuf).
+        raise OpenUniError(
+            f"{path / 'tokenizer_config.json'}: its setting `extra_special_tokens` is a list, as transformers 5 "
+            f"writes it, which transformers {transformers.__version__} cannot read. Upgrade transformers "
+            "(pip install -U transformers), or in that file rename `extra_special_tokens` to "
+            "`additional_special_tokens` (the spelling of the original InternVL3 folders).")
     name = tcfg.get("tokenizer_class") or "Qwen2TokenizerFast"
     base = name[:-4] if name.endswith("Fast") else name
     cls = getattr(transformers, base + "Fast", None) or getattr(transformers, base, None)

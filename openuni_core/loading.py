@@ -7,13 +7,13 @@ builds every part straight into its target dtype and hands them to `OpenUniModel
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from . import compat
 from .checkpoint import OpenUniCheckpoint, inspect_checkpoint, load_openuni_checkpoint
 from .devices import resolve_attention, resolve_device, resolve_dtype
 from .diffusion_parts import load_part
@@ -57,7 +57,7 @@ def inspect_openuni(checkpoint, mllm, sana, vae=None) -> OpenUniFiles:
     info = inspect_internvl_folder(paths.mllm)
     sana_cfg = sana_transformer_config(paths.sana)
     sched_cfg = sana_scheduler_config(paths.sana)
-    vae_config(paths.vae_dir)
+    vae_cfg = vae_config(paths.vae_dir)
     ckpt = inspect_checkpoint(paths.checkpoint)
     variant = identify_variant(checkpoint_llm_hidden=ckpt.llm_hidden, mllm_llm_hidden=info.llm_hidden,
                                sana_config=sana_cfg, checkpoint_name=paths.checkpoint.name, mllm_name=str(paths.mllm),
@@ -65,7 +65,8 @@ def inspect_openuni(checkpoint, mllm, sana, vae=None) -> OpenUniFiles:
     if int(sana_cfg["caption_channels"]) != ckpt.caption_channels:
         raise OpenUniError(f"{paths.checkpoint.name} projects to {ckpt.caption_channels} channels but {paths.sana} "
                            f"expects caption_channels={sana_cfg['caption_channels']}.")
-    _check_diffusers_knows(sana_cfg, paths.sana)
+    compat.check_diffusers({"SanaTransformer2DModel": (sana_cfg, paths.sana / "transformer"),
+                            "AutoencoderDC": (vae_cfg, paths.vae_dir)})
     return OpenUniFiles(paths, variant, info, sana_cfg, sched_cfg, ckpt.groups)
 
 
@@ -110,18 +111,6 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
                         bridge=bridge, transformer=transformer, scheduler_config=files.scheduler_config, vae=decoder,
                         dtype=torch_dtype, devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev},
                         offload=offload, model_id=paths.fingerprint(), report=report)
-
-
-def _check_diffusers_knows(sana_cfg: dict, sana: Path) -> None:
-    """SANA 1.5 settings (e.g. qk_norm) arrived after diffusers 0.32; say so instead of failing mid-load."""
-    import diffusers
-
-    supported = set(inspect.signature(diffusers.SanaTransformer2DModel.__init__).parameters)
-    neutral = {"qk_norm": None, "timestep_scale": 1.0, "guidance_embeds": False}  # values that change nothing
-    unsupported = [k for k, v in neutral.items() if sana_cfg.get(k, v) != v and k not in supported]
-    if unsupported:
-        raise OpenUniError(f"{sana} uses {unsupported}, which diffusers {diffusers.__version__} does not know; "
-                           "upgrade diffusers (pip install -U diffusers) for this SANA model.")
 
 
 def _bridge(ckpt: OpenUniCheckpoint, variant: Variant, dtype: torch.dtype):
