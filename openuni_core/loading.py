@@ -7,6 +7,7 @@ builds every part straight into its target dtype and hands them to `OpenUniModel
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,7 +16,7 @@ import torch
 
 from . import compat
 from .checkpoint import OpenUniCheckpoint, inspect_checkpoint, load_openuni_checkpoint
-from .devices import resolve_attention, resolve_device, resolve_dtype
+from .devices import NAMES, part_dtypes, resolve_attention, resolve_device
 from .diffusion_parts import load_part
 from .errors import OpenUniError
 from .files import ModelPaths, check_present, sana_scheduler_config, sana_transformer_config, vae_config
@@ -75,15 +76,17 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
                  log: Callable[[str], None] | None = None) -> OpenUniModel:
     """Load an OpenUni set (README: model files) and return the ready model.
 
-    dtype: options.PRECISIONS; device: SANA and DC-AE ("auto" = first GPU, else CPU); mllm_device: InternVL3
-    (default: device); offload: options.MEMORY_POLICIES; attention: options.ATTENTION_KERNELS. log receives
-    one-line progress messages. Raises OpenUniError (or MissingModelFilesError) for anything wrong with the
-    files or settings, before any large weight is read.
+    dtype: options.PRECISIONS (what each part runs in: devices.part_dtypes); device: SANA and DC-AE ("auto" = first
+    GPU, else CPU); mllm_device: InternVL3 (default: device); offload: options.MEMORY_POLICIES; attention:
+    options.ATTENTION_KERNELS. log receives one-line messages, while loading and later (the model keeps it).
+    Raises OpenUniError (or MissingModelFilesError) for anything wrong with the files or settings, before any
+    large weight is read.
     """
+    model_log = log or (lambda s: warnings.warn(s, stacklevel=2))  # later messages (an fp16 overflow) must be seen
     log = log or (lambda s: None)
     sana_dev = resolve_device(device)
     mllm_dev = resolve_device(mllm_device) if mllm_device not in (None, "", "auto") else sana_dev
-    torch_dtype = resolve_dtype(dtype, sana_dev)
+    dtypes = part_dtypes(dtype, sana_dev)
     if offload not in MEMORY_POLICIES:
         raise OpenUniError(f"Unknown offload policy {offload!r}; choose one of {', '.join(MEMORY_POLICIES)}.")
     attn = resolve_attention(attention, mllm_dev)
@@ -91,26 +94,27 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
     # 1. Cheap checks (no weights read): presence, configs, checkpoint header, the variant.
     files = inspect_openuni(checkpoint, mllm, sana, vae)
     paths, variant, info = files.paths, files.variant, files.mllm_info
-    log(f"[OpenUni] {variant.name}: loading InternVL3 ({info.format} format), SANA and DC-AE in {torch_dtype}")
+    log(f"[OpenUni] {variant.name}: loading InternVL3 ({info.format} format) in {NAMES[dtypes['mllm']]}, SANA in "
+        f"{NAMES[dtypes['sana']]}, DC-AE in {NAMES[dtypes['vae']]}")
     ckpt: OpenUniCheckpoint = load_openuni_checkpoint(paths.checkpoint)
 
     # 2. Weights, each straight into its target dtype.
     from diffusers import AutoencoderDC, SanaTransformer2DModel
 
-    model, tokenizer, _ = load_internvl(paths.mllm, dtype=torch_dtype, attn_implementation=attn,
+    model, tokenizer, _ = load_internvl(paths.mllm, dtype=dtypes["mllm"], attn_implementation=attn,
                                         state_override=ckpt.groups["lmm"] or None)
-    bridge = _bridge(ckpt, variant, torch_dtype)
+    bridge = _bridge(ckpt, variant, dtypes["mllm"])
     name = paths.checkpoint.name
     transformer, fine_tuned = load_part(SanaTransformer2DModel, paths.sana / "transformer", ckpt.groups["transformer"],
-                                        torch_dtype, f"{name} transformer.*", warn_partial=True)
+                                        dtypes["sana"], f"{name} transformer.*", warn_partial=True)
     notes = ["SANA transformer weights replaced by the checkpoint's fine-tuned ones"] if fine_tuned else []
-    decoder, _ = load_part(AutoencoderDC, paths.vae_dir, ckpt.groups["vae"], torch_dtype, f"{name} vae.*")
+    decoder, _ = load_part(AutoencoderDC, paths.vae_dir, ckpt.groups["vae"], dtypes["vae"], f"{name} vae.*")
     report = LoadReport(variant.name, info.format, ckpt.found(), notes)
     log(f"[OpenUni] {report}")
     return OpenUniModel(variant=variant, mllm=model, tokenizer=tokenizer, use_thumbnail=info.use_thumbnail,
                         bridge=bridge, transformer=transformer, scheduler_config=files.scheduler_config, vae=decoder,
-                        dtype=torch_dtype, devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev},
-                        offload=offload, model_id=paths.fingerprint(), report=report)
+                        devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev}, offload=offload,
+                        model_id=paths.fingerprint(), report=report, log=model_log)
 
 
 def _bridge(ckpt: OpenUniCheckpoint, variant: Variant, dtype: torch.dtype):

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from .errors import OpenUniError
+from .precision import check_finite
 from .options import (LATENT_CHANNELS, MAX_BATCH, MAX_CFG, MAX_SIDE, MAX_STEPS, MIN_SIDE, SAMPLERS,
                       SPATIAL_COMPRESSION)
 from .reuse import constant_conditioning
@@ -96,7 +97,8 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
     positive: [P,256,C] query conditioning; negative: [1 or P,256,C] or None (no guidance). init_latents
     [1 or P·batch_size,32,h,w] / strength in (0,1]: image-to-image, starting from those latents noised to the
     schedule's sigma at step `first_step(steps, strength)`. Arguments are trusted: OpenUniModel.check_inputs
-    checked them. progress(i, n) after each step; interrupt() before each (it raises to stop).
+    checked them. progress(i, n) after each step; interrupt() before each (it raises to stop). Raises
+    precision.NonFiniteError when SANA's output holds inf/NaN (OpenUniModel.sample re-runs or explains it).
     """
     device, dtype = transformer.device, transformer.dtype
     use_cfg = cfg != 1.0 and negative is not None
@@ -138,6 +140,7 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
             model_in = torch.cat([latents, latents]) if use_cfg else latents
             v = transformer(model_in.to(dtype), encoder_hidden_states=cond, encoder_attention_mask=mask,
                             timestep=t.expand(model_in.shape[0]) * t_scale, return_dict=False)[0].float()
+            check_finite(v, "sana", f"at step {i + 1} of {len(timesteps)}")  # fp16 overflow: see precision.py
             if use_cfg:
                 v_uncond, v_text = v.chunk(2)
                 v = v_uncond + cfg * (v_text - v_uncond)
