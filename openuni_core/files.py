@@ -41,6 +41,8 @@ def part_repo(part: str, variant: Variant | None) -> str:
         return OPENUNI_REPO
     if part == "vae":
         return DCAE_REPO
+    if variant is not None and variant.custom:
+        return f"the Hugging Face repo of {variant.mllm_repo if part == 'mllm' else variant.sana_repo}"
     if variant is None:
         return ("OpenGVLab/InternVL3-1B (B) or OpenGVLab/InternVL3-2B (L)" if part == "mllm"
                 else "the SANA repo of your variant (see README)")

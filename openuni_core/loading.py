@@ -15,11 +15,11 @@ from typing import Callable
 import torch
 
 from . import compat
-from .checkpoint import OpenUniCheckpoint, inspect_checkpoint, load_openuni_checkpoint
+from .checkpoint import CheckpointInfo, OpenUniCheckpoint, inspect_checkpoint, load_openuni_checkpoint
 from .devices import NAMES, part_dtypes, resolve_attention, resolve_device
-from .diffusion_parts import load_part
+from .diffusion_parts import check_folder_weights, check_group_fits, load_part, model_shapes
 from .errors import OpenUniError
-from .files import ModelPaths, check_present, sana_scheduler_config, sana_transformer_config, vae_config
+from .files import ModelPaths, check_present, part_repo, sana_scheduler_config, sana_transformer_config, vae_config
 from .internvl import inspect_internvl_folder, load_internvl
 from .model import OpenUniModel
 from .options import MEMORY_POLICIES
@@ -48,6 +48,7 @@ class OpenUniFiles:
     sana_config: dict
     scheduler_config: dict
     checkpoint_groups: list[str]
+    connector: tuple[int, int, int]  # width, MLP size, layers
 
 
 def inspect_openuni(checkpoint, mllm, sana, vae=None) -> OpenUniFiles:
@@ -61,14 +62,33 @@ def inspect_openuni(checkpoint, mllm, sana, vae=None) -> OpenUniFiles:
     vae_cfg = vae_config(paths.vae_dir)
     ckpt = inspect_checkpoint(paths.checkpoint)
     variant = identify_variant(checkpoint_llm_hidden=ckpt.llm_hidden, mllm_llm_hidden=info.llm_hidden,
-                               sana_config=sana_cfg, checkpoint_name=paths.checkpoint.name, mllm_name=str(paths.mllm),
+                               sana_config=sana_cfg, connector=ckpt.connector, checkpoint_config=ckpt.config,
+                               checkpoint_name=paths.checkpoint.name, mllm_name=str(paths.mllm),
                                sana_name=str(paths.sana))
+    if ckpt.projector[1] != ckpt.connector[0]:
+        raise OpenUniError(f"{paths.checkpoint.name} does not fit together: its projector takes {ckpt.projector[1]} "
+                           f"channels (projector.weight {list(ckpt.projector)}) but its connector is "
+                           f"{ckpt.connector[0]} wide. The file is damaged or not an OpenUni checkpoint.")
     if int(sana_cfg["caption_channels"]) != ckpt.caption_channels:
         raise OpenUniError(f"{paths.checkpoint.name} projects to {ckpt.caption_channels} channels but {paths.sana} "
                            f"expects caption_channels={sana_cfg['caption_channels']}.")
     compat.check_diffusers({"SanaTransformer2DModel": (sana_cfg, paths.sana / "transformer"),
                             "AutoencoderDC": (vae_cfg, paths.vae_dir)})
-    return OpenUniFiles(paths, variant, info, sana_cfg, sched_cfg, ckpt.groups)
+    _check_weights(paths, variant, ckpt, sana_cfg, vae_cfg)
+    return OpenUniFiles(paths, variant, info, sana_cfg, sched_cfg, ckpt.groups, ckpt.connector)
+
+
+def _check_weights(paths: ModelPaths, variant: Variant, ckpt: CheckpointInfo, sana_cfg: dict, vae_cfg: dict) -> None:
+    """The checkpoint's transformer.*/vae.* groups fit SANA/DC-AE as their configs describe them, and the folders
+    hold every weight the checkpoint does not replace (names and shapes only; nothing is read)."""
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+
+    for cls, folder, cfg, group, part in ((SanaTransformer2DModel, paths.sana / "transformer", sana_cfg, "transformer",
+                                           "sana"), (AutoencoderDC, paths.vae_dir, vae_cfg, "vae", "vae")):
+        want, replaced = model_shapes(cls, cfg), ckpt.shapes[group]
+        check_group_fits(want, replaced, f"{paths.checkpoint.name} {group}.*")
+        if len(replaced) < len(want):
+            check_folder_weights(folder, want, part_repo(part, variant))
 
 
 def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", device=None, mllm_device=None,
@@ -94,6 +114,8 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
     # 1. Cheap checks (no weights read): presence, configs, checkpoint header, the variant.
     files = inspect_openuni(checkpoint, mllm, sana, vae)
     paths, variant, info = files.paths, files.variant, files.mllm_info
+    if variant.custom:
+        log(f"[OpenUni] custom OpenUni: {variant.describe(files.connector)}")
     log(f"[OpenUni] {variant.name}: loading InternVL3 ({info.format} format) in {NAMES[dtypes['mllm']]}, SANA in "
         f"{NAMES[dtypes['sana']]}, DC-AE in {NAMES[dtypes['vae']]}")
     ckpt: OpenUniCheckpoint = load_openuni_checkpoint(paths.checkpoint)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .checkpoint import CONFIG_KEY
 from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, load_tokenizer, original_state_dict, submodules
 from .variants import NUM_QUERIES, VARIANTS
 
@@ -244,11 +245,12 @@ def tiny_paths(root, name: str = "tiny-B") -> TinyModels:
                       root / "dc-ae-tiny-diffusers", pth, pth.with_suffix(".safetensors"), name)
 
 
-def write_tiny_models(root, variant: str = "tiny-B", seed: int = 0, *, dims: dict | None = None) -> TinyModels:
+def write_tiny_models(root, variant: str = "tiny-B", seed: int = 0, *, dims: dict | None = None,
+                      checkpoint_config: dict | None = None) -> TinyModels:
     """Write a complete tiny OpenUni set under `root` and return where each part is.
 
     variant: a test-only row of the variant table; or, with `dims` (keys of `tiny_dims`' result, any subset),
-    any name for a set of other widths.
+    any name for a set of other widths. checkpoint_config: stored with the checkpoints (checkpoint.CONFIG_KEY).
     """
     if dims is None and (variant not in VARIANTS or not VARIANTS[variant].test_only):
         raise ValueError(f"tiny models exist for {[n for n, v in VARIANTS.items() if v.test_only]}, not {variant!r}")
@@ -259,6 +261,7 @@ def write_tiny_models(root, variant: str = "tiny-B", seed: int = 0, *, dims: dic
     _, transformer = write_sana(paths.root, dims, seed + 1)
     write_vae(paths.root, seed + 2)
     sd = openuni_state_dict(dims, transformer, seed + 3)
-    torch.save(sd, paths.checkpoint)
-    save_file(sd, str(paths.checkpoint_safetensors))
+    extra = {CONFIG_KEY: checkpoint_config} if checkpoint_config else {}
+    torch.save({**sd, **extra}, paths.checkpoint)
+    save_file(sd, str(paths.checkpoint_safetensors), metadata={k: json.dumps(v) for k, v in extra.items()} or None)
     return paths
