@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import OpenUniError
+from .files import weight_differences
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' from_pretrained reads (or its .index.json shards)
 
@@ -115,21 +116,8 @@ def check_folder_weights(folder: Path, want: dict[str, torch.Size], repo: str) -
             raise OpenUniError(f"Cannot read {path}: {e}. The file is corrupt or incomplete; re-download the folder "
                                f"from {repo}.") from e
     label = f"{folder / files[0]}" if len(files) == 1 else f"{folder} ({', '.join(files)})"
-    problems = _differences(want, have, "in", "config.json")
+    problems = weight_differences(want, have)
     if problems:
         raise OpenUniError(f"{label} does not hold the weights {folder / 'config.json'} describes: {problems}. "
                            f"The download is incomplete or the files belong to different models; re-download the "
                            f"folder from {repo}.")
-
-
-def _differences(want: dict[str, torch.Size], have: dict[str, torch.Size], where: str, ref: str) -> str:
-    """'N missing (a, b, …); N unexpected (…); N of another shape (k: [..] {where} the file, [..] in {ref})', up to
-    five keys each; "" when they match."""
-    missing = [k for k in want if k not in have]
-    unexpected = [k for k in have if k not in want]
-    reshaped = [f"{k}: {list(have[k])} {where} the file, {list(want[k])} in {ref}" for k in want
-                if k in have and have[k] != want[k]]
-    parts = [f"{len(keys)} {what} ({', '.join(keys[:5])}{', …' if len(keys) > 5 else ''})"
-             for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
-             if keys]
-    return "; ".join(parts)

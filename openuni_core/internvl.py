@@ -19,7 +19,7 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Inter
 
 from . import compat
 from .errors import OpenUniError
-from .files import read_json
+from .files import list_differences, read_json, weight_differences
 
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -263,14 +263,17 @@ def load_tokenizer(path):
 
 
 def load_internvl(path, *, dtype: torch.dtype, attn_implementation: str = "sdpa",
-                  state_override: dict[str, torch.Tensor] | None = None):
-    """Return (model, tokenizer, info). `state_override` holds original-format keys (an OpenUni `lmm.*` group)."""
+                  state_override: dict[str, torch.Tensor] | None = None, repo: str = "its Hugging Face repo"):
+    """Return (model, tokenizer, info). `state_override` holds original-format keys (an OpenUni `lmm.*` group).
+
+    Raises OpenUniError naming the folder, the missing/unexpected/mis-shaped weights and where to download the
+    folder again (`repo`) when its weights are not exactly those its config.json describes: no weight is ever
+    left randomly initialised."""
     info = inspect_internvl_folder(path)
     tokenizer = load_tokenizer(info.path)
     image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
     if info.format == "hf":
-        model = InternVLForConditionalGeneration.from_pretrained(
-            str(info.path), attn_implementation=attn_implementation, **compat.dtype_kwargs(dtype))
+        model = _load_hf(info.path, dtype, attn_implementation, repo)
         model.config.image_token_id = image_token_id
     else:
         from accelerate import init_empty_weights
@@ -282,9 +285,35 @@ def load_internvl(path, *, dtype: torch.dtype, attn_implementation: str = "sdpa"
         with init_empty_weights(include_buffers=False):
             model = InternVLForConditionalGeneration(config)
         state = _read_safetensors(_weight_files(info.path), dtype)
-        load_into(model, map_original_state_dict(state, str(info.path)), source=str(info.path), strict=True, assign=True)
+        grouped = map_original_state_dict(state, str(info.path))
+        want = {f"{sub}.{k}": v.shape for sub, m in submodules(model).items() for k, v in m.state_dict().items()}
+        have = {f"{sub}.{k}": v.shape for sub, sd in grouped.items() for k, v in sd.items()}
+        _refuse_differences(info.path, weight_differences(want, have), repo)
+        load_into(model, grouped, source=str(info.path), strict=True, assign=True)
     if state_override:
         grouped = map_original_state_dict(state_override, "checkpoint lmm.* group")
         load_into(model, grouped, source="checkpoint lmm.* group", strict=False, assign=False)
     model.eval().requires_grad_(False)
     return model, tokenizer, info
+
+
+def _load_hf(path: Path, dtype: torch.dtype, attn_implementation: str, repo: str):
+    """transformers' own loader; what it would leave randomly initialised (a warning only) is refused instead."""
+    try:
+        model, info = InternVLForConditionalGeneration.from_pretrained(
+            str(path), attn_implementation=attn_implementation, output_loading_info=True, **compat.dtype_kwargs(dtype))
+    except (RuntimeError, ValueError, OSError) as e:  # e.g. a size mismatch, a truncated file
+        raise OpenUniError(f"Cannot load the InternVL3 weights in {path}: {str(e).strip().splitlines()[0][:300]}. "
+                           f"Re-download the folder from {repo}.") from e
+    reshaped = [str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", [])]
+    _refuse_differences(path, list_differences(sorted(info.get("missing_keys", [])),
+                                               sorted(info.get("unexpected_keys", [])), reshaped), repo)
+    return model
+
+
+def _refuse_differences(path: Path, problems: str, repo: str) -> None:
+    if problems:
+        files = ", ".join(f.name for f in _weight_files(path))
+        raise OpenUniError(f"{path} ({files}) does not hold the weights its config.json describes: {problems}. The "
+                           f"download is incomplete or the files belong to different models; re-download the folder "
+                           f"from {repo}.")

@@ -124,7 +124,7 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
     from diffusers import AutoencoderDC, SanaTransformer2DModel
 
     model, tokenizer, _ = load_internvl(paths.mllm, dtype=dtypes["mllm"], attn_implementation=attn,
-                                        state_override=ckpt.groups["lmm"] or None)
+                                        state_override=ckpt.groups["lmm"] or None, repo=part_repo("mllm", variant))
     bridge = _bridge(ckpt, variant, dtypes["mllm"])
     name = paths.checkpoint.name
     transformer, fine_tuned = load_part(SanaTransformer2DModel, paths.sana / "transformer", ckpt.groups["transformer"],
