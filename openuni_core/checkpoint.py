@@ -77,7 +77,7 @@ def read_checkpoint(path) -> tuple[dict[str, torch.Tensor], dict]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         raise OpenUniError(
-            f"Refused to load {path}: besides tensors it holds {_unsafe_object(e)}, and loading that could run code. "
+            f"Refused to load {path}: besides tensors it holds {_unsafe_object(e)}, and loading it would run code. "
             "OpenUni checkpoints are plain state dicts: use the official file, or re-save just the weights "
             "(torch.save(state_dict, path)) where you trust the file."
         ) from None

@@ -42,6 +42,11 @@ class OpenUniModel:
                                    streamed=mllm, on_host=self.embedding_tables)
         self.prompts = PromptEncoder(mllm, tokenizer, bridge, self.placement, model_id, log=lambda s: self.log(s))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """What SANA computes in now (precision.py widens an fp16 part that overflowed); per part: placement.dtype."""
+        return self.placement.dtype("sana")
+
     def embedding_tables(self) -> list[torch.nn.Module]:
         """The LLM's token embedding and output tables: its biggest layers, and an encode needs only a few rows of
         the first (looked up where the table is) and none of the second."""

@@ -44,8 +44,9 @@ def recovering(placement, part: str, run: Callable[[], T], log: Callable[[str], 
     except NonFiniteError as e:
         if e.part != part:
             raise
-        failure = e  # handled below, outside the except block, so the failed run's tensors can be freed
-    dtype, cast = placement.dtype(part), getattr(placement, "cast", None)
+        failure = e.with_traceback(None)  # handled below without its frames, so the failed run's tensors are freed
+    dtype_of, cast = getattr(placement, "dtype", None), getattr(placement, "cast", None)  # a host's may lack them
+    dtype = dtype_of(part) if dtype_of is not None else None
     if dtype == torch.float16 and cast is not None:
         target = fallback_dtype(placement.device(part))
         log(f"[OpenUni] {failure} in fp16 (an overflow); running {LABELS[part]} in {NAMES[target]} from now on.")
@@ -55,13 +56,13 @@ def recovering(placement, part: str, run: Callable[[], T], log: Callable[[str], 
         except NonFiniteError as e:
             if e.part != part:
                 raise
-            failure, dtype = e, target
+            failure, dtype = e.with_traceback(None), target
     raise OpenUniError(_advice(failure, dtype)) from None
 
 
-def _advice(failure: NonFiniteError, dtype: torch.dtype) -> str:
-    if dtype == torch.float16:
-        return (f"{failure} in fp16 (an overflow). Set the loader's precision to bf16 (GPUs from RTX 30xx/A100 on) or "
-                "fp32 and run again.")
+def _advice(failure: NonFiniteError, dtype: torch.dtype | None) -> str:
+    if dtype in (torch.float16, None):
+        return (f"{failure}{' in fp16 (an overflow)' if dtype else ''}. Set the loader's precision to bf16 (GPUs "
+                "from RTX 30xx/A100 on) or fp32 and run again.")
     return (f"{failure} in {NAMES.get(dtype, dtype)}, so its result would be a black or broken image. Load with "
             "precision fp32; if it happens in fp32 too, the model files are damaged: re-download them.")
