@@ -55,7 +55,10 @@ class OpenUniModelLoader:
                            "models/diffusers/; 'auto' also accepts a vae/ folder inside the SANA folder."}),
             "precision": (list(PRECISIONS), {
                 "default": "auto",
-                "tooltip": "Weight precision. auto: bf16 on GPUs that support it (else fp16), fp32 on the CPU."}),
+                "tooltip": "What InternVL3 and SANA compute in. auto: bf16 on GPUs with native bf16 (RTX 30xx, A100 and "
+                           "newer), fp16 on older GPUs (T4, RTX 20xx, V100), fp32 on the CPU. DC-AE never runs in "
+                           "fp16 (it overflows): bf16 where native, else fp32. If InternVL3 or SANA overflows in fp16, "
+                           "that part is re-run in bf16/fp32 and the console says so."}),
             "memory": (list(MEMORY_POLICIES), {
                 "default": "keep parts loaded",
                 "tooltip": "keep parts loaded: each part is loaded whole when used and ComfyUI keeps it until it "

@@ -107,7 +107,8 @@ def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, max_til
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end
     sample = temperature >= GREEDY_BELOW
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample,
-                              temperature=temperature if sample else None, top_p=None, top_k=None,
+                              # InternVL's chat defaults, explicit: transformers 4.x reads None as "off", 5.x as 50
+                              temperature=temperature if sample else None, top_p=1.0, top_k=50,
                               eos_token_id=im_end, pad_token_id=pad)
     hooks = StoppingCriteriaList([_ProgressAndInterrupt(ids.shape[1], max_new_tokens, progress, interrupt)])
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -14,8 +14,7 @@ from transformers import SiglipTextConfig
 from transformers.models.siglip.modeling_siglip import SiglipEncoder
 
 from .errors import OpenUniError
-
-HEAD_DIM = 64  # OpenUni's connectors use 64-wide heads (896/14, 1536/24)
+from .variants import HEAD_DIM
 
 
 class QueryBridge(nn.Module):

@@ -11,15 +11,42 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU = torch.device("cpu")
 
 
+NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto" → bf16 on GPUs that support it, else fp16; fp32 on the CPU. Raises OpenUniError for unknown names."""
+    """"auto" → bf16 on GPUs that compute it natively, else fp16; fp32 on the CPU. Raises OpenUniError for unknown
+    names. What each part runs in: `part_dtypes`."""
     if name not in PRECISIONS:
         raise OpenUniError(f"Unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}.")
     if name == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if native_bf16(device) else torch.float16
         return torch.float32
     return DTYPES[name]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: CUDA GPUs from Ampere (compute capability 8) on, and ROCm. Older
+    GPUs (T4, RTX 20xx, V100) only emulate it, slowly, so `torch.cuda.is_bf16_supported()` is not the test."""
+    if device.type != "cuda":
+        return False
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def fallback_dtype(device: torch.device) -> torch.dtype:
+    """What a part runs in instead of fp16: bf16 where native, else fp32 (on the CPU too, as ComfyUI does for
+    its VAEs)."""
+    return torch.bfloat16 if native_bf16(device) else torch.float32
+
+
+def part_dtypes(name: str, device: torch.device) -> dict[str, torch.dtype]:
+    """The dtype each part ("mllm", "sana", "vae") loads in for a precision setting (options.PRECISIONS) on
+    `device`. DC-AE never runs in fp16 (its activations overflow it; diffusers' maintainers advise fp32 or bf16):
+    it gets `fallback_dtype` instead. InternVL3 and SANA run in the setting's dtype; precision.py catches their
+    fp16 overflows. Raises OpenUniError for an unknown setting."""
+    dtype = resolve_dtype(name, device)
+    return {"mllm": dtype, "sana": dtype, "vae": fallback_dtype(device) if dtype == torch.float16 else dtype}
 
 
 def resolve_device(name) -> torch.device:

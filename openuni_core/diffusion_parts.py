@@ -1,14 +1,23 @@
 """The SANA transformer and the DC-AE: built from their diffusers folders, with an OpenUni checkpoint's
-`transformer.*` / `vae.*` groups laid over them."""
+`transformer.*` / `vae.*` groups laid over them.
+
+Every folder's weights are checked against the model its config.json describes before anything is loaded (names
+and shapes from the safetensors headers, the model built on the meta device): diffusers would otherwise leave a
+missing tensor on the meta device ("Cannot copy out of meta tensor", naming no file) or randomly initialised.
+"""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import torch
 
 from .errors import OpenUniError
+from .files import weight_differences
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' from_pretrained reads (or its .index.json shards)
 
 
 def load_part(cls, folder: Path, override: dict[str, torch.Tensor], dtype: torch.dtype, source: str,
@@ -53,14 +62,62 @@ def overlay(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str
 
 
 def _check_fit(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
-    unknown = [k for k in state if k not in own]
+    check_group_fits({k: v.shape for k, v in own.items()}, {k: v.shape for k, v in state.items()}, source)
+
+
+def check_group_fits(want: dict[str, torch.Size], group: dict[str, torch.Size], source: str) -> None:
+    """A checkpoint group may replace some or all of a model's tensors: every one of its keys must name a tensor of
+    the model (model_shapes) with the same shape. Raises OpenUniError naming both shapes."""
+    unknown = [k for k in group if k not in want]
     if unknown:
         raise OpenUniError(f"{source}: {len(unknown)} weights have no place in the model, e.g. {unknown[:3]}.")
-    bad = [f"{k}: {list(v.shape)} vs {list(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
+    bad = [f"{k}: {list(v)} vs {list(want[k])}" for k, v in group.items() if v != want[k]]
     if bad:
-        raise OpenUniError(f"{source}: weights do not fit the model: {bad[:3]}. Is the SANA folder the one this "
-                           "checkpoint was trained on?")
+        raise OpenUniError(f"{source}: weights do not fit the model: {bad[:3]} (checkpoint vs folder). Is the SANA "
+                           "folder the one this checkpoint was trained on?")
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t
+
+
+def model_shapes(cls, config: dict) -> dict[str, torch.Size]:
+    """Name → shape of every tensor the model `config` describes has, built on the meta device (no memory)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        model = cls.from_config(config)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def check_folder_weights(folder: Path, want: dict[str, torch.Size], repo: str) -> None:
+    """Raise OpenUniError unless the folder's weights hold exactly the tensors `want` (model_shapes of its
+    config.json), naming the folder, the file, up to five keys and where to download the folder again."""
+    from safetensors import safe_open
+
+    index = folder / f"{WEIGHTS}.index.json"
+    if index.is_file():
+        try:
+            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise OpenUniError(f"{index} is not a valid weight index ({e}); re-download the folder from {repo}.") from e
+    else:
+        files = [WEIGHTS]
+    have: dict[str, torch.Size] = {}
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise OpenUniError(f"{folder} has no {name} (diffusers reads the weights from it); re-download the folder "
+                               f"from {repo}.")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                have.update({k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()})
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise OpenUniError(f"Cannot read {path}: {e}. The file is corrupt or incomplete; re-download the folder "
+                               f"from {repo}.") from e
+    label = f"{folder / files[0]}" if len(files) == 1 else f"{folder} ({', '.join(files)})"
+    problems = weight_differences(want, have)
+    if problems:
+        raise OpenUniError(f"{label} does not hold the weights {folder / 'config.json'} describes: {problems}. "
+                           f"The download is incomplete or the files belong to different models; re-download the "
+                           f"folder from {repo}.")

@@ -45,6 +45,8 @@ def part_repo(part: str, variant: Variant | None) -> str:
         return OPENUNI_REPO
     if part == "vae":
         return DCAE_REPO
+    if variant is not None and variant.custom:
+        return f"the Hugging Face repo of {variant.mllm_repo if part == 'mllm' else variant.sana_repo}"
     if variant is None:
         released = [v for v in VARIANTS.values() if not v.test_only]
         return " or ".join(dict.fromkeys(part_repo(part, v) for v in released))
@@ -317,3 +319,17 @@ def download_variant(variant: Variant, layout: Layout, checkpoint: str | None = 
             f"Download failed ({type(e).__name__}: {str(e)[:300]}). Check the network, or fetch the files by hand:\n"
             + "\n".join(m.line() for m in missing_parts(variant, layout, name, mllm=mllm, sana=sana, vae=vae))
         ) from e
+
+
+def weight_differences(want: dict, have: dict) -> str:
+    """How a folder's weights (name → shape) differ from what its config describes (see `list_differences`)."""
+    return list_differences([k for k in want if k not in have], [k for k in have if k not in want],
+                            [f"{k}: {list(have[k])} in the file, {list(want[k])} in config.json" for k in want
+                             if k in have and tuple(have[k]) != tuple(want[k])])
+
+
+def list_differences(missing, unexpected, reshaped) -> str:
+    """ "N missing (a, b, …); N unexpected (…); N of another shape (…)", up to five names each; "" if none."""
+    return "; ".join(f"{len(keys)} {what} ({', '.join(list(keys)[:5])}{', …' if len(keys) > 5 else ''})"
+                     for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                        ("of another shape", reshaped)) if keys)

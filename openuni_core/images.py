@@ -51,6 +51,18 @@ def to_pil(image) -> Image.Image:
     return Image.fromarray((t.numpy() * 255.0 + 0.5).astype(np.uint8))
 
 
+def resize(image: Image.Image, size: tuple[int, int], resample) -> Image.Image:
+    """PIL resize in two single-axis passes, width first, then height: what every Pillow before 13 does in one call.
+    Pillow 13 runs the height pass first when the height shrinks more than twice as much as the width, which rounds
+    differently (up to 17/255 on InternVL tiles), so one call would give different pixels on different Pillows."""
+    w, h = size
+    if image.width != w:
+        image = image.resize((w, image.height), resample)
+    if image.height != h:
+        image = image.resize((w, h), resample)
+    return image
+
+
 def check_size(image: Image.Image) -> None:
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise OpenUniError(f"The image is {image.width}×{image.height}; images above {MAX_IMAGE_PIXELS // 1_000_000} MP are "
@@ -114,21 +126,21 @@ def tile_count(width: int, height: int, max_tiles: int, use_thumbnail: bool = Tr
 def tile_image(image: Image.Image, max_tiles: int, use_thumbnail: bool = True, tile: int = 448) -> list[Image.Image]:
     """InternVL "dynamic preprocess": resize to a grid of tile×tile crops (+ a thumbnail when >1 tile)."""
     cols, rows = closest_tile_grid(image.width, image.height, max_tiles, tile)
-    resized = image.resize((cols * tile, rows * tile), Image.BICUBIC)
+    resized = resize(image, (cols * tile, rows * tile), Image.BICUBIC)
     tiles = [resized.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)) for r in range(rows) for c in range(cols)]
     if _with_thumbnail(len(tiles), use_thumbnail):
-        tiles.append(image.resize((tile, tile), Image.BICUBIC))
+        tiles.append(resize(image, (tile, tile), Image.BICUBIC))
     return tiles
 
 
 def caption_pixel_values(image: Image.Image, max_tiles: int, use_thumbnail: bool = True) -> torch.Tensor:
     tiles = tile_image(image, max_tiles, use_thumbnail)
-    return torch.stack([normalize(t.resize((448, 448), Image.BICUBIC) if t.size != (448, 448) else t) for t in tiles])
+    return torch.stack([normalize(resize(t, (448, 448), Image.BICUBIC) if t.size != (448, 448) else t) for t in tiles])
 
 
 def edit_pixel_values(image: Image.Image) -> torch.Tensor:
     """The editing path feeds one 448×448 view, resized bilinearly (width and height kept in order)."""
-    return normalize(image.resize((448, 448), Image.BILINEAR))[None]
+    return normalize(resize(image, (448, 448), Image.BILINEAR))[None]
 
 
 def images_to_tensor(images: list[Image.Image]) -> torch.Tensor:

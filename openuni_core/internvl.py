@@ -19,7 +19,7 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Inter
 
 from . import compat
 from .errors import OpenUniError
-from .files import expect, read_json
+from .files import expect, list_differences, read_json, weight_differences
 
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -239,6 +239,13 @@ def load_tokenizer(path):
     """Load with the class tokenizer_config.json names, never via Auto* (which would ask to run remote code)."""
     path = Path(path)
     tcfg = read_json(path / "tokenizer_config.json", f"InternVL3 tokenizer in {path}")
+    if isinstance(tcfg.get("extra_special_tokens"), list) and not compat.TRANSFORMERS_5:
+        # transformers 4.x fails on it with "'list' object has no attribute 'keys'" (or asks for protobuf).
+        raise OpenUniError(
+            f"{path / 'tokenizer_config.json'}: its setting `extra_special_tokens` is a list, as transformers 5 "
+            f"writes it, which transformers {transformers.__version__} cannot read. Upgrade transformers "
+            "(pip install -U transformers), or in that file rename `extra_special_tokens` to "
+            "`additional_special_tokens` (the spelling of the original InternVL3 folders).")
     name = tcfg.get("tokenizer_class") or "Qwen2TokenizerFast"
     base = name[:-4] if name.endswith("Fast") else name
     cls = getattr(transformers, base + "Fast", None) or getattr(transformers, base, None)
@@ -257,14 +264,17 @@ def load_tokenizer(path):
 
 
 def load_internvl(path, *, dtype: torch.dtype, attn_implementation: str = "sdpa",
-                  state_override: dict[str, torch.Tensor] | None = None):
-    """Return (model, tokenizer, info). `state_override` holds original-format keys (an OpenUni `lmm.*` group)."""
+                  state_override: dict[str, torch.Tensor] | None = None, repo: str = "its Hugging Face repo"):
+    """Return (model, tokenizer, info). `state_override` holds original-format keys (an OpenUni `lmm.*` group).
+
+    Raises OpenUniError naming the folder, the missing/unexpected/mis-shaped weights and where to download the
+    folder again (`repo`) when its weights are not exactly those its config.json describes: no weight is ever
+    left randomly initialised."""
     info = inspect_internvl_folder(path)
     tokenizer = load_tokenizer(info.path)
     image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
     if info.format == "hf":
-        model = InternVLForConditionalGeneration.from_pretrained(
-            str(info.path), attn_implementation=attn_implementation, **compat.dtype_kwargs(dtype))
+        model = _load_hf(info.path, dtype, attn_implementation, repo)
         model.config.image_token_id = image_token_id
     else:
         from accelerate import init_empty_weights
@@ -276,9 +286,35 @@ def load_internvl(path, *, dtype: torch.dtype, attn_implementation: str = "sdpa"
         with init_empty_weights(include_buffers=False):
             model = InternVLForConditionalGeneration(config)
         state = _read_safetensors(_weight_files(info.path), dtype)
-        load_into(model, map_original_state_dict(state, str(info.path)), source=str(info.path), strict=True, assign=True)
+        grouped = map_original_state_dict(state, str(info.path))
+        want = {f"{sub}.{k}": v.shape for sub, m in submodules(model).items() for k, v in m.state_dict().items()}
+        have = {f"{sub}.{k}": v.shape for sub, sd in grouped.items() for k, v in sd.items()}
+        _refuse_differences(info.path, weight_differences(want, have), repo)
+        load_into(model, grouped, source=str(info.path), strict=True, assign=True)
     if state_override:
         grouped = map_original_state_dict(state_override, "checkpoint lmm.* group")
         load_into(model, grouped, source="checkpoint lmm.* group", strict=False, assign=False)
     model.eval().requires_grad_(False)
     return model, tokenizer, info
+
+
+def _load_hf(path: Path, dtype: torch.dtype, attn_implementation: str, repo: str):
+    """transformers' own loader; what it would leave randomly initialised (a warning only) is refused instead."""
+    try:
+        model, info = InternVLForConditionalGeneration.from_pretrained(
+            str(path), attn_implementation=attn_implementation, output_loading_info=True, **compat.dtype_kwargs(dtype))
+    except (RuntimeError, ValueError, OSError) as e:  # e.g. a size mismatch, a truncated file
+        raise OpenUniError(f"Cannot load the InternVL3 weights in {path}: {str(e).strip().splitlines()[0][:300]}. "
+                           f"Re-download the folder from {repo}.") from e
+    reshaped = [str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", [])]
+    _refuse_differences(path, list_differences(sorted(info.get("missing_keys", [])),
+                                               sorted(info.get("unexpected_keys", [])), reshaped), repo)
+    return model
+
+
+def _refuse_differences(path: Path, problems: str, repo: str) -> None:
+    if problems:
+        files = ", ".join(f.name for f in _weight_files(path))
+        raise OpenUniError(f"{path} ({files}) does not hold the weights its config.json describes: {problems}. The "
+                           f"download is incomplete or the files belong to different models; re-download the folder "
+                           f"from {repo}.")

@@ -7,18 +7,19 @@ builds every part straight into its target dtype and hands them to `OpenUniModel
 
 from __future__ import annotations
 
-import inspect
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .checkpoint import OpenUniCheckpoint, inspect_checkpoint, load_openuni_checkpoint
-from .devices import resolve_attention, resolve_device, resolve_dtype
-from .diffusion_parts import load_part
+from . import compat
+from .checkpoint import CheckpointInfo, OpenUniCheckpoint, inspect_checkpoint, load_openuni_checkpoint
+from .devices import NAMES, part_dtypes, resolve_attention, resolve_device
+from .diffusion_parts import check_folder_weights, check_group_fits, load_part, model_shapes
 from .errors import OpenUniError
-from .files import ModelPaths, check_present, sana_scheduler_config, sana_transformer_config, vae_config
+from .files import ModelPaths, check_present, part_repo, sana_scheduler_config, sana_transformer_config, vae_config
 from .internvl import inspect_internvl_folder, load_internvl
 from .model import OpenUniModel
 from .options import MEMORY_POLICIES
@@ -47,6 +48,7 @@ class OpenUniFiles:
     sana_config: dict
     scheduler_config: dict
     checkpoint_groups: list[str]
+    connector: tuple[int, int, int]  # width, MLP size, layers
 
 
 def inspect_openuni(checkpoint, mllm, sana, vae=None) -> OpenUniFiles:
@@ -57,16 +59,36 @@ def inspect_openuni(checkpoint, mllm, sana, vae=None) -> OpenUniFiles:
     info = inspect_internvl_folder(paths.mllm)
     sana_cfg = sana_transformer_config(paths.sana)
     sched_cfg = sana_scheduler_config(paths.sana)
-    vae_config(paths.vae_dir)
+    vae_cfg = vae_config(paths.vae_dir)
     ckpt = inspect_checkpoint(paths.checkpoint)
     variant = identify_variant(checkpoint_llm_hidden=ckpt.llm_hidden, mllm_llm_hidden=info.llm_hidden,
-                               sana_config=sana_cfg, checkpoint_name=paths.checkpoint.name, mllm_name=str(paths.mllm),
+                               sana_config=sana_cfg, connector=ckpt.connector, checkpoint_config=ckpt.config,
+                               checkpoint_name=paths.checkpoint.name, mllm_name=str(paths.mllm),
                                sana_name=str(paths.sana))
+    if ckpt.projector[1] != ckpt.connector[0]:
+        raise OpenUniError(f"{paths.checkpoint.name} does not fit together: its projector takes {ckpt.projector[1]} "
+                           f"channels (projector.weight {list(ckpt.projector)}) but its connector is "
+                           f"{ckpt.connector[0]} wide. The file is damaged or not an OpenUni checkpoint.")
     if int(sana_cfg["caption_channels"]) != ckpt.caption_channels:
         raise OpenUniError(f"{paths.checkpoint.name} projects to {ckpt.caption_channels} channels but {paths.sana} "
                            f"expects caption_channels={sana_cfg['caption_channels']}.")
-    _check_diffusers_knows(sana_cfg, paths.sana)
-    return OpenUniFiles(paths, variant, info, sana_cfg, sched_cfg, ckpt.groups)
+    compat.check_diffusers({"SanaTransformer2DModel": (sana_cfg, paths.sana / "transformer"),
+                            "AutoencoderDC": (vae_cfg, paths.vae_dir)})
+    _check_weights(paths, variant, ckpt, sana_cfg, vae_cfg)
+    return OpenUniFiles(paths, variant, info, sana_cfg, sched_cfg, ckpt.groups, ckpt.connector)
+
+
+def _check_weights(paths: ModelPaths, variant: Variant, ckpt: CheckpointInfo, sana_cfg: dict, vae_cfg: dict) -> None:
+    """The checkpoint's transformer.*/vae.* groups fit SANA/DC-AE as their configs describe them, and the folders
+    hold every weight the checkpoint does not replace (names and shapes only; nothing is read)."""
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+
+    for cls, folder, cfg, group, part in ((SanaTransformer2DModel, paths.sana / "transformer", sana_cfg, "transformer",
+                                           "sana"), (AutoencoderDC, paths.vae_dir, vae_cfg, "vae", "vae")):
+        want, replaced = model_shapes(cls, cfg), ckpt.shapes[group]
+        check_group_fits(want, replaced, f"{paths.checkpoint.name} {group}.*")
+        if len(replaced) < len(want):
+            check_folder_weights(folder, want, part_repo(part, variant))
 
 
 def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", device=None, mllm_device=None,
@@ -74,15 +96,17 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
                  log: Callable[[str], None] | None = None) -> OpenUniModel:
     """Load an OpenUni set (README: model files) and return the ready model.
 
-    dtype: options.PRECISIONS; device: SANA and DC-AE ("auto" = first GPU, else CPU); mllm_device: InternVL3
-    (default: device); offload: options.MEMORY_POLICIES; attention: options.ATTENTION_KERNELS. log receives
-    one-line progress messages. Raises OpenUniError (or MissingModelFilesError) for anything wrong with the
-    files or settings, before any large weight is read.
+    dtype: options.PRECISIONS (what each part runs in: devices.part_dtypes); device: SANA and DC-AE ("auto" = first
+    GPU, else CPU); mllm_device: InternVL3 (default: device); offload: options.MEMORY_POLICIES; attention:
+    options.ATTENTION_KERNELS. log receives one-line messages, while loading and later (the model keeps it).
+    Raises OpenUniError (or MissingModelFilesError) for anything wrong with the files or settings, before any
+    large weight is read.
     """
+    model_log = log or (lambda s: warnings.warn(s, stacklevel=2))  # later messages (an fp16 overflow) must be seen
     log = log or (lambda s: None)
     sana_dev = resolve_device(device)
     mllm_dev = resolve_device(mllm_device) if mllm_device not in (None, "", "auto") else sana_dev
-    torch_dtype = resolve_dtype(dtype, sana_dev)
+    dtypes = part_dtypes(dtype, sana_dev)
     if offload not in MEMORY_POLICIES:
         raise OpenUniError(f"Unknown offload policy {offload!r}; choose one of {', '.join(MEMORY_POLICIES)}.")
     attn = resolve_attention(attention, mllm_dev)
@@ -90,38 +114,29 @@ def load_openuni(checkpoint, mllm, sana, vae=None, *, dtype: str = "auto", devic
     # 1. Cheap checks (no weights read): presence, configs, checkpoint header, the variant.
     files = inspect_openuni(checkpoint, mllm, sana, vae)
     paths, variant, info = files.paths, files.variant, files.mllm_info
-    log(f"[OpenUni] {variant.name}: loading InternVL3 ({info.format} format), SANA and DC-AE in {torch_dtype}")
+    if variant.custom:
+        log(f"[OpenUni] custom OpenUni: {variant.describe(files.connector)}")
+    log(f"[OpenUni] {variant.name}: loading InternVL3 ({info.format} format) in {NAMES[dtypes['mllm']]}, SANA in "
+        f"{NAMES[dtypes['sana']]}, DC-AE in {NAMES[dtypes['vae']]}")
     ckpt: OpenUniCheckpoint = load_openuni_checkpoint(paths.checkpoint)
 
     # 2. Weights, each straight into its target dtype.
     from diffusers import AutoencoderDC, SanaTransformer2DModel
 
-    model, tokenizer, _ = load_internvl(paths.mllm, dtype=torch_dtype, attn_implementation=attn,
-                                        state_override=ckpt.groups["lmm"] or None)
-    bridge = _bridge(ckpt, variant, torch_dtype)
+    model, tokenizer, _ = load_internvl(paths.mllm, dtype=dtypes["mllm"], attn_implementation=attn,
+                                        state_override=ckpt.groups["lmm"] or None, repo=part_repo("mllm", variant))
+    bridge = _bridge(ckpt, variant, dtypes["mllm"])
     name = paths.checkpoint.name
     transformer, fine_tuned = load_part(SanaTransformer2DModel, paths.sana / "transformer", ckpt.groups["transformer"],
-                                        torch_dtype, f"{name} transformer.*", warn_partial=True)
+                                        dtypes["sana"], f"{name} transformer.*", warn_partial=True)
     notes = ["SANA transformer weights replaced by the checkpoint's fine-tuned ones"] if fine_tuned else []
-    decoder, _ = load_part(AutoencoderDC, paths.vae_dir, ckpt.groups["vae"], torch_dtype, f"{name} vae.*")
+    decoder, _ = load_part(AutoencoderDC, paths.vae_dir, ckpt.groups["vae"], dtypes["vae"], f"{name} vae.*")
     report = LoadReport(variant.name, info.format, ckpt.found(), notes)
     log(f"[OpenUni] {report}")
     return OpenUniModel(variant=variant, mllm=model, tokenizer=tokenizer, use_thumbnail=info.use_thumbnail,
                         bridge=bridge, transformer=transformer, scheduler_config=files.scheduler_config, vae=decoder,
-                        dtype=torch_dtype, devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev},
-                        offload=offload, model_id=paths.fingerprint(), report=report)
-
-
-def _check_diffusers_knows(sana_cfg: dict, sana: Path) -> None:
-    """SANA 1.5 settings (e.g. qk_norm) arrived after diffusers 0.32; say so instead of failing mid-load."""
-    import diffusers
-
-    supported = set(inspect.signature(diffusers.SanaTransformer2DModel.__init__).parameters)
-    neutral = {"qk_norm": None, "timestep_scale": 1.0, "guidance_embeds": False}  # values that change nothing
-    unsupported = [k for k, v in neutral.items() if sana_cfg.get(k, v) != v and k not in supported]
-    if unsupported:
-        raise OpenUniError(f"{sana} uses {unsupported}, which diffusers {diffusers.__version__} does not know; "
-                           "upgrade diffusers (pip install -U diffusers) for this SANA model.")
+                        devices={"mllm": mllm_dev, "sana": sana_dev, "vae": sana_dev}, offload=offload,
+                        model_id=paths.fingerprint(), report=report, log=model_log)
 
 
 def _bridge(ckpt: OpenUniCheckpoint, variant: Variant, dtype: torch.dtype):

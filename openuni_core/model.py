@@ -8,6 +8,8 @@ placement.py (a host such as ComfyUI may replace `placement` with its own).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from . import captioning, inpaint, sampling, vae as vae_ops
@@ -15,6 +17,7 @@ from .conditioning import QueryConditioning
 from .errors import OpenUniError
 from .options import DEFAULT_CFG, DEFAULT_QUESTION, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION
 from .placement import Placement
+from .precision import check_finite, recovering
 from .prompt_encoder import PromptEncoder
 from .variants import Variant
 
@@ -23,20 +26,26 @@ class OpenUniModel:
     """InternVL3 (mllm + tokenizer), the query bridge, SANA (transformer + scheduler_config) and DC-AE (vae).
 
     devices: part ("mllm", "sana", "vae") → compute device; offload: options.MEMORY_POLICIES; model_id: the
-    identity of the files (conditioning is only valid for the model that made it).
+    identity of the files (conditioning is only valid for the model that made it); log: receives one-line
+    messages (e.g. that an fp16 part overflowed and now runs in fp32, see precision.py).
     """
 
     def __init__(self, *, variant: Variant, mllm, tokenizer, use_thumbnail: bool, bridge, transformer,
-                 scheduler_config: dict, vae, dtype: torch.dtype, devices: dict[str, torch.device], offload: str,
-                 model_id: str, report):
+                 scheduler_config: dict, vae, devices: dict[str, torch.device], offload: str, model_id: str, report,
+                 log: Callable[[str], None] = print):
         self.variant, self.mllm, self.tokenizer, self.use_thumbnail = variant, mllm, tokenizer, use_thumbnail
         self.bridge, self.transformer, self.scheduler_config, self.vae = bridge, transformer, scheduler_config, vae
-        self.dtype, self.model_id, self.report = dtype, model_id, report
+        self.model_id, self.report, self.log = model_id, report, log
         # What sample() calls; a host may put a compiled or patched transformer here.
         self.denoiser = transformer
         self.placement = Placement({"mllm": [mllm, bridge], "sana": [transformer], "vae": [vae]}, devices, offload,
                                    streamed=mllm, on_host=self.embedding_tables)
-        self.prompts = PromptEncoder(mllm, tokenizer, bridge, self.placement, model_id)
+        self.prompts = PromptEncoder(mllm, tokenizer, bridge, self.placement, model_id, log=lambda s: self.log(s))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """What SANA computes in now (precision.py widens an fp16 part that overflowed); per part: placement.dtype."""
+        return self.placement.dtype("sana")
 
     def embedding_tables(self) -> list[torch.nn.Module]:
         """The LLM's token embedding and output tables: its biggest layers, and an encode needs only a few rows of
@@ -115,25 +124,35 @@ class OpenUniModel:
         # 2. The default negative, when guidance needs one.
         if cfg != 1.0 and negative is None:
             negative = self.encode_negative()
-        # 3. Denoise on SANA's device.
-        with self.placement.use("sana", f"sampling {batch_size}×{width}×{height}"):
-            latents = sampling.sample(
-                self.denoiser, self.scheduler_config, positive.embeds, negative.embeds if negative else None,
-                width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler, batch_size=batch_size,
-                init_latents=init_latents, strength=strength if init_latents is not None else 1.0,
-                noise_mask=noise_mask, scaling_factor=float(self.vae.config.scaling_factor), progress=progress,
-                interrupt=interrupt, preview=preview)
-            return latents.cpu()
+        # 3. Denoise on SANA's device (again in a wider dtype if SANA's fp16 overflows, see precision.py).
+        def denoise() -> torch.Tensor:
+            with self.placement.use("sana", f"sampling {batch_size}×{width}×{height}"):
+                return sampling.sample(
+                    self.denoiser, self.scheduler_config, positive.embeds, negative.embeds if negative else None,
+                    width=width, height=height, steps=steps, cfg=cfg, seed=seed, sampler=sampler,
+                    batch_size=batch_size, init_latents=init_latents,
+                    strength=strength if init_latents is not None else 1.0, noise_mask=noise_mask,
+                    scaling_factor=float(self.vae.config.scaling_factor), progress=progress,
+                    interrupt=interrupt, preview=preview).cpu()
+
+        return recovering(self.placement, "sana", denoise, self.log)
 
     def decode(self, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
-        """Latents [B,32,h,w] → images [B,32h,32w,3] float32 in 0..1 on the CPU (see vae.decode)."""
-        with self.placement.use("vae", "decoding latents"):
-            return vae_ops.decode(self.vae, latents, tiled=tiled)
+        """Latents [B,32,h,w] → images [B,32h,32w,3] float32 in 0..1 on the CPU (see vae.decode). inf/NaN from DC-AE
+        raise OpenUniError (precision.py), never a black image."""
+        def run() -> torch.Tensor:
+            with self.placement.use("vae", "decoding latents"):
+                return vae_ops.decode(self.vae, latents, tiled=tiled)
+
+        return recovering(self.placement, "vae", run, self.log)
 
     def encode_images(self, images: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
         """Images [B,H,W,C] in 0..1 (H, W multiples of 32) → latents [B,32,H/32,W/32] float32 on the CPU."""
-        with self.placement.use("vae", "encoding images"):
-            return vae_ops.encode(self.vae, images, tiled=tiled)
+        def run() -> torch.Tensor:
+            with self.placement.use("vae", "encoding images"):
+                return vae_ops.encode(self.vae, images, tiled=tiled)
+
+        return recovering(self.placement, "vae", run, self.log)
 
     def generate(self, prompt: str, negative: str | None = None, *, cfg: float = DEFAULT_CFG, **kwargs) -> torch.Tensor:
         """Text → images [B,H,W,3] in 0..1: encode, sample, decode (kwargs: those of `sample`)."""
@@ -145,7 +164,16 @@ class OpenUniModel:
 
     # ----- understanding ---------------------------------------------------------------------------------------
     def caption(self, image, question: str = DEFAULT_QUESTION, **kwargs) -> str:
-        """InternVL3 chat about one image → text (kwargs: those of captioning.caption)."""
-        with self.placement.use("mllm", "captioning"):
-            return captioning.caption(self.mllm, self.tokenizer, image, question=question,
-                                      use_thumbnail=self.use_thumbnail, **kwargs)
+        """InternVL3 chat about one image → text (kwargs: those of captioning.caption). The logits of every token
+        are checked for inf/NaN (an fp16 overflow re-runs the caption in a wider dtype, see precision.py)."""
+        def run() -> str:
+            head = self.mllm.get_output_embeddings()
+            hook = head.register_forward_hook(lambda m, args, out: check_finite(out, "mllm", "while captioning"))
+            try:
+                with self.placement.use("mllm", "captioning"):
+                    return captioning.caption(self.mllm, self.tokenizer, image, question=question,
+                                              use_thumbnail=self.use_thumbnail, **kwargs)
+            finally:
+                hook.remove()
+
+        return recovering(self.placement, "mllm", run, self.log)

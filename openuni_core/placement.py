@@ -48,6 +48,15 @@ class Placement:
     def device(self, part: str) -> torch.device:
         return self.devices[part]
 
+    def dtype(self, part: str) -> torch.dtype:
+        """The floating dtype the part computes in."""
+        return next(p.dtype for m in self.parts[part] for p in m.parameters() if p.is_floating_point())
+
+    def cast(self, part: str, dtype: torch.dtype) -> None:
+        """Convert the part's weights to `dtype` where they are (precision.py, after an fp16 overflow)."""
+        for m in self.parts[part]:
+            nn.Module.to(m, dtype)  # diffusers' own `to` warns about fp32-kept modules these parts have none of
+
     def offloaded(self, part: str) -> bool:
         """Whether the policy keeps this part in CPU RAM between uses (never for parts that compute on the CPU)."""
         if self.devices[part].type == "cpu":

@@ -18,6 +18,7 @@ from .conditioning import QueryConditioning
 from .errors import OpenUniError
 from .images import edit_pixel_values, to_pil
 from .internvl import IMG_CONTEXT
+from .precision import check_finite, recovering
 from .variants import NUM_QUERIES
 
 
@@ -86,18 +87,25 @@ class PromptEncoder:
 
     CACHE_SIZE = 32
 
-    def __init__(self, mllm, tokenizer, bridge, placement, model_id: str):
+    def __init__(self, mllm, tokenizer, bridge, placement, model_id: str, log: Callable[[str], None] = print):
         self.mllm, self.tokenizer, self.bridge, self.placement, self.model_id = mllm, tokenizer, bridge, placement, model_id
+        self.log = log
         self.rules = PromptRules(tokenizer, mllm.config.text_config.max_position_embeddings)
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     # ----- encoding -------------------------------------------------------------------------------------------
     def _cached(self, keys: list[str], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
-        """Rows for `keys`: cached ones reused, the rest computed in ONE call of compute(indices) on the MLLM."""
+        """Rows for `keys`: cached ones reused, the rest computed in ONE call of compute(indices) on the MLLM (again
+        in a wider dtype if its fp16 overflows, see precision.py)."""
         todo = [i for i, k in enumerate(keys) if k not in self.cache]
         if todo:
-            with self.placement.use("mllm", "encoding the prompt", per_layer=True):
-                fresh = compute(todo)
+            def run() -> torch.Tensor:
+                with self.placement.use("mllm", "encoding the prompt", per_layer=True):
+                    out = compute(todo)
+                check_finite(out, "mllm", "while encoding the prompt")
+                return out
+
+            fresh = recovering(self.placement, "mllm", run, self.log)
             for j, i in enumerate(todo):
                 self.cache[keys[i]] = fresh[j:j + 1].cpu()
                 while len(self.cache) > self.CACHE_SIZE:

@@ -18,6 +18,7 @@ import torch
 from .conditioning import same_token_count
 from .errors import OpenUniError
 from .inpaint import keep_outside, latent_mask
+from .precision import check_finite
 from .options import (LATENT_CHANNELS, MAX_BATCH, MAX_CFG, MAX_SIDE, MAX_STEPS, MIN_SIDE, SAMPLERS,
                       SPATIAL_COMPRESSION)
 from .reuse import constant_conditioning
@@ -106,6 +107,7 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
     where it is 0. Arguments are trusted: OpenUniModel.check_inputs checked them. progress(i, n) after each
     step; interrupt() before each (it raises to stop); preview(i, n, x0) after each step with the step's
     prediction of the final latents (unscaled, like the result), for live previews.
+    Raises precision.NonFiniteError when SANA's output holds inf/NaN (OpenUniModel.sample re-runs or explains it).
     """
     device, dtype = transformer.device, transformer.dtype
     use_cfg = cfg != 1.0 and negative is not None
@@ -151,6 +153,7 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
             model_in = torch.cat([latents, latents]) if use_cfg else latents
             v = transformer(model_in.to(dtype), encoder_hidden_states=cond, encoder_attention_mask=mask,
                             timestep=t.expand(model_in.shape[0]) * t_scale, return_dict=False)[0].float()
+            check_finite(v, "sana", f"at step {i + 1} of {len(timesteps)}")  # fp16 overflow: see precision.py
             if use_cfg:
                 v_uncond, v_text = v.chunk(2)
                 v = v_uncond + cfg * (v_text - v_uncond)

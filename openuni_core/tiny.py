@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .checkpoint import CONFIG_KEY
 from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, load_tokenizer, original_state_dict, submodules
 from .variants import NUM_QUERIES, VARIANTS
 
@@ -39,11 +40,11 @@ class TinyModels:
     variant: str
 
 
-def _tiny_dims(variant: str) -> dict:
-    v = VARIANTS[variant]
-    heads = 4
-    return dict(llm_hidden=v.llm_hidden, llm_heads=heads, sana_hidden=v.sana_hidden, sana_layers=v.sana_layers,
-                sample_size=v.sample_size, caption_channels=2304)
+def tiny_dims(variant) -> dict:
+    """The widths of a tiny set shaped like `variant` (a Variant): LLM, SANA and connector."""
+    return dict(llm_hidden=variant.llm_hidden, llm_heads=4, sana_hidden=variant.sana_hidden, sana_heads=4,
+                sana_layers=variant.sana_layers, sample_size=variant.sample_size, caption_channels=2304,
+                connector_layers=6, connector_heads=variant.connector_heads)
 
 
 def write_tokenizer(folder: Path, *, with_tokenizer_json: bool = False) -> int:
@@ -84,8 +85,10 @@ def _native_internvl(vocab: int, dims: dict, image_token_id: int, seed: int):
                        num_hidden_layers=2, num_attention_heads=dims["llm_heads"], num_key_value_heads=2,
                        max_position_embeddings=8192, rms_norm_eps=1e-6, rope_theta=1000000.0,
                        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None)
+    # Untied, as InternVL3's lm_head is (transformers 5 would tie it through the top-level default).
     config = InternVLConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_id=image_token_id,
-                            downsample_ratio=0.5, vision_feature_layer=-1, vision_feature_select_strategy="default")
+                            downsample_ratio=0.5, vision_feature_layer=-1, vision_feature_select_strategy="default",
+                            tie_word_embeddings=False)
     model = InternVLForConditionalGeneration(config).eval()
     with torch.no_grad():  # the defaults initialise LayerScale/norms to constants; make everything matter
         for p in model.parameters():
@@ -133,13 +136,32 @@ def write_internvl(root: Path, dims: dict, seed: int) -> tuple[Path, Path]:
     (orig_dir / "config.json").write_text(json.dumps(config, indent=2))
     save_file(_original_state_dict(model), str(orig_dir / "model.safetensors"), metadata={"format": "pt"})
 
-    # -hf layout: what transformers' own save_pretrained writes.
+    # -hf layout: what transformers' own save_pretrained writes, in the spelling every supported version reads.
     model.save_pretrained(str(hf_dir), safe_serialization=True)
+    write_four_x_spelling(hf_dir)
     return orig_dir, hf_dir
 
 
+def write_four_x_spelling(hf_dir: Path) -> None:
+    """Rewrite the settings transformers 5 spells differently into the spelling of transformers 4.x, which the
+    real InternVL3-hf folders use and which 5.x reads too, so one set of files serves the whole supported range:
+    the tokenizer's special-token list (5.x: `extra_special_tokens`, which 4.x cannot read) and the LLM's
+    `rope_theta` (5.x nests it in `rope_parameters`, which 4.x ignores, silently falling back to 10000)."""
+    tok_path, cfg_path = hf_dir / "tokenizer_config.json", hf_dir / "config.json"
+    tok = json.loads(tok_path.read_text(encoding="utf-8"))
+    if isinstance(tok.get("extra_special_tokens"), list):
+        tok["additional_special_tokens"] = tok.pop("extra_special_tokens")
+    tok_path.write_text(json.dumps(tok, indent=2), encoding="utf-8")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    text = cfg["text_config"]
+    rope = text.pop("rope_parameters", None) or {}
+    text.setdefault("rope_theta", rope.get("rope_theta", 1000000.0))
+    text.setdefault("rope_scaling", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+
+
 def _sana_config(dims: dict) -> dict:
-    heads = 4
+    heads = dims["sana_heads"]
     return dict(in_channels=32, out_channels=32, num_attention_heads=heads, attention_head_dim=dims["sana_hidden"] // heads,
                 num_layers=dims["sana_layers"], num_cross_attention_heads=heads,
                 cross_attention_head_dim=dims["sana_hidden"] // heads, cross_attention_dim=dims["sana_hidden"],
@@ -200,8 +222,8 @@ def openuni_state_dict(dims: dict, base_transformer, seed: int, with_transformer
 
     torch.manual_seed(seed)
     h = dims["llm_hidden"]
-    cfg = SiglipTextConfig(hidden_size=h, intermediate_size=3 * h, num_hidden_layers=6,
-                           num_attention_heads=dims["llm_heads"], hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+    cfg = SiglipTextConfig(hidden_size=h, intermediate_size=3 * h, num_hidden_layers=dims["connector_layers"],
+                           num_attention_heads=dims["connector_heads"], hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
                            bos_token_id=None, eos_token_id=None, pad_token_id=None)
     connector = SiglipEncoder(cfg)
     sd: dict[str, torch.Tensor] = {"meta_queries": torch.randn(NUM_QUERIES, h) * 0.02}
@@ -215,19 +237,31 @@ def openuni_state_dict(dims: dict, base_transformer, seed: int, with_transformer
     return {k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}
 
 
-def write_tiny_models(root, variant: str = "tiny-B", seed: int = 0) -> TinyModels:
-    """Write a complete tiny OpenUni set under `root` and return where each part is."""
-    if variant not in VARIANTS or not VARIANTS[variant].test_only:
+def tiny_paths(root, name: str = "tiny-B") -> TinyModels:
+    """Where `write_tiny_models(root, name)` puts each part (nothing is read or written)."""
+    root = Path(root) / name
+    pth = root / f"openuni_{name.lower().replace('-', '_')}_blip3o60k.pth"
+    return TinyModels(root, root / "InternVL3-tiny", root / "InternVL3-tiny-hf", root / "Sana-tiny_diffusers",
+                      root / "dc-ae-tiny-diffusers", pth, pth.with_suffix(".safetensors"), name)
+
+
+def write_tiny_models(root, variant: str = "tiny-B", seed: int = 0, *, dims: dict | None = None,
+                      checkpoint_config: dict | None = None) -> TinyModels:
+    """Write a complete tiny OpenUni set under `root` and return where each part is.
+
+    variant: a test-only row of the variant table; or, with `dims` (keys of `tiny_dims`' result, any subset),
+    any name for a set of other widths. checkpoint_config: stored with the checkpoints (checkpoint.CONFIG_KEY).
+    """
+    if dims is None and (variant not in VARIANTS or not VARIANTS[variant].test_only):
         raise ValueError(f"tiny models exist for {[n for n, v in VARIANTS.items() if v.test_only]}, not {variant!r}")
-    root = Path(root) / variant
-    root.mkdir(parents=True, exist_ok=True)
-    dims = _tiny_dims(variant)
-    orig, hf = write_internvl(root, dims, seed)
-    sana, transformer = write_sana(root, dims, seed + 1)
-    vae = write_vae(root, seed + 2)
+    paths = tiny_paths(root, variant)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    dims = {**tiny_dims(VARIANTS.get(variant, VARIANTS["tiny-B"])), **(dims or {})}
+    write_internvl(paths.root, dims, seed)
+    _, transformer = write_sana(paths.root, dims, seed + 1)
+    write_vae(paths.root, seed + 2)
     sd = openuni_state_dict(dims, transformer, seed + 3)
-    pth = root / f"openuni_{variant.lower().replace('-', '_')}_blip3o60k.pth"
-    torch.save(sd, pth)
-    st = pth.with_suffix(".safetensors")
-    save_file(sd, str(st))
-    return TinyModels(root, orig, hf, sana, vae, pth, st, variant)
+    extra = {CONFIG_KEY: checkpoint_config} if checkpoint_config else {}
+    torch.save({**sd, **extra}, paths.checkpoint)
+    save_file(sd, str(paths.checkpoint_safetensors), metadata={k: json.dumps(v) for k, v in extra.items()} or None)
+    return paths

@@ -16,6 +16,7 @@ import torch
 
 from .errors import OpenUniError
 from .options import SPATIAL_COMPRESSION as PX  # pixels per latent cell along a side (DC-AE f32)
+from .precision import check_finite
 from .sampling import check_latents
 from .vae_tiling import decode_tiled, encode_one, encode_tiled
 
@@ -32,6 +33,7 @@ def decode(vae, latents: torch.Tensor, tiled: bool | None = None, *, tile_size: 
     tiled: None = tile when the image has more than TILE_THRESHOLD pixels; True/False force it.
     tile_size: output pixels per tile side (multiple of 32). tile_overlap: pixels shared by neighbouring
     tiles in the blended fallback (used only for a DC-AE whose structure the exact tiling does not know).
+    Raises precision.NonFiniteError when DC-AE's output holds inf/NaN (OpenUniModel.decode explains it).
     """
     check_latents(latents, what="latent input")
     device, dtype = vae.device, vae.dtype
@@ -41,6 +43,7 @@ def decode(vae, latents: torch.Tensor, tiled: bool | None = None, *, tile_size: 
     for one in latents:  # one image at a time bounds peak memory for big batches
         z = one[None].to(device=device, dtype=dtype)
         x = decode_tiled(vae, z, tile, overlap) if use_tiling else vae.decode(z, return_dict=False)[0]
+        check_finite(x, "vae", "decoding")  # clamped, NaN would be saved as black
         out.append(((x.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu())
         del x
     return torch.cat(out)
@@ -71,6 +74,7 @@ def encode(vae, images: torch.Tensor, tiled: bool | None = None, *, tile_size: i
     for one in x:
         pixels = one[None].to(device=device, dtype=dtype)
         lat = encode_tiled(vae, pixels, tile, overlap) if use_tiling else encode_one(vae, pixels)
+        check_finite(lat, "vae", "encoding")
         out.append(lat.float().cpu())
     return torch.cat(out)
 

@@ -132,12 +132,13 @@ def test_not_an_openuni_state_dict(payload, pattern, tiny, tmp_path, no_heavy_lo
         load_openuni(path, tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
 
 
-def test_unknown_meta_query_width(tiny, tmp_path, no_heavy_loading):
+def test_meta_queries_that_do_not_fit_the_mllm_name_both_widths(tiny, tmp_path, no_heavy_loading):
     sd = torch.load(tiny.checkpoint, weights_only=True)
     sd["meta_queries"] = torch.zeros(256, 40)
     path = tmp_path / "odd.pth"
     torch.save(sd, path)
-    with pytest.raises(OpenUniError, match="40 wide, which matches no OpenUni variant"):
+    with pytest.raises(OpenUniError, match=r"odd\.pth needs an InternVL3 \(LLM width 40: its meta queries are "
+                                           r"\[256, 40\]\), but .*InternVL3-tiny is an InternVL3 \(LLM width 32\)"):
         load_openuni(path, tiny.mllm_original, tiny.sana, tiny.vae, device="cpu")
 
 
