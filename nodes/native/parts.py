@@ -61,6 +61,18 @@ class ComfyPlacement:
     def device(self, part: str) -> torch.device:
         return torch.device(self.patchers[part].load_device)
 
+    def dtype(self, part: str) -> torch.dtype:
+        """The floating dtype the part computes in (the engine's precision recovery reads it)."""
+        return next(p.dtype for p in self.patchers[part].model.parameters() if p.is_floating_point())
+
+    def cast(self, part: str, dtype: torch.dtype) -> None:
+        """Convert a part's weights to `dtype` after an fp16 overflow (openuni_core/precision.py). ComfyUI unloads it
+        first, so no LoRA patch or weight backup of the old dtype survives, and its size is measured again."""
+        patcher = self.patchers[part]
+        unload(patcher)
+        torch.nn.Module.to(patcher.model, dtype)  # diffusers' own `to` warns about fp32-kept modules (none here)
+        patcher.size = 0  # ModelPatcher.model_size() caches the byte count; 0 makes ComfyUI measure it anew
+
     def _streams(self, part: str, per_layer: bool) -> bool:
         return per_layer and part == "mllm" and self.policy != "none" and self.device(part).type != "cpu"
 
