@@ -274,7 +274,9 @@ def test_ctrl_c_stops_with_one_line_and_status_130(tiny, files, tmp_path, when):
                                          "--max-new-tokens", 8000, "--device", "cpu"], b"answer: 2/"),
         "starting": lambda: interrupt(generate, None, after=1.5),
     }[when]()
-    assert status == 130 and "Traceback" not in err, err
+    # A shell reports 130 both for exit status 130 and for a process ended by SIGINT itself (-2 here): under heavy
+    # load a Ctrl-C can land while the interpreter is still starting or already finalising, after the one line.
+    assert status in (130, -signal.SIGINT) and "Traceback" not in err, err
     assert err.splitlines()[-1].split("\r")[-1] == "interrupted (Ctrl-C)"
     assert not (tmp_path / "never.png").exists()
 
