@@ -32,3 +32,11 @@ def model(tiny):
     from openuni_core.loading import load_openuni
 
     return load_openuni(tiny.checkpoint, tiny.mllm_original, tiny.sana, tiny.vae, dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reference_vae(tiny):
+    """diffusers' own AutoencoderDC loaded from the tiny DC-AE folder (not through the engine's loader)."""
+    from diffusers import AutoencoderDC
+
+    return AutoencoderDC.from_pretrained(tiny.vae).eval()
