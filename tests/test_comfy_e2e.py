@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from comfy_server import (Listener, TINY_FILES, comfy_commit, comfy_dir, comfy_problem, running_server,  # noqa: E402
-                          skip_or_fail)
+from comfy_server import (PACK_DIR_NAME, TINY_FILES, Listener, comfy_commit, comfy_dir,  # noqa: E402
+                          comfy_problem, running_server, skip_or_fail)
 
 CDIR = comfy_dir()
 WORKFLOWS = Path(__file__).resolve().parents[1] / "example_workflows" / "api"
@@ -90,7 +90,10 @@ def test_object_info_lists_every_node(server):
     assert "openuni_tiny_b_extra.pth" in loader["checkpoint"][0]  # from extra_model_paths.yaml
     assert loader["mllm"][0] == ["auto", TINY_FILES["mllm"]]
     assert info["OpenUniImageEditEncode"].get("experimental") is True
-    assert "Cannot import" not in "\n".join(l for l in server.log().splitlines() if "openuni" in l.lower())
+    # The pack's own import lines only: ComfyUI's core may fail optional imports of its own (e.g. torchaudio).
+    failed = [line for line in server.log().splitlines()
+              if PACK_DIR_NAME in line and ("Cannot import" in line or "IMPORT FAILED" in line)]
+    assert not failed, failed
     templates = server.get("/workflow_templates")
     assert sorted(templates["comfyui-openuni"]) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 
