@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from openuni_core import sampling
+from references import reference_encode
 
 
 def _scheduler(sampler, sana_folder):
@@ -119,8 +120,8 @@ def _start_sana_pipeline_at(monkeypatch, start: int) -> None:
 
 @pytest.mark.parametrize("sampler", ["dpmpp", "euler"])
 @pytest.mark.parametrize("steps,denoise", [(10, 0.3), (6, 0.5), (5, 0.8), (4, 1.0)])
-def test_image_to_image_equals_diffusers_from_the_denoise_start_point(model, tiny, monkeypatch, sampler, steps,
-                                                                      denoise):
+def test_image_to_image_equals_diffusers_from_the_denoise_start_point(model, tiny, reference_vae, monkeypatch, sampler,
+                                                                      steps, denoise):
     """Image → VAE encode → sampler with denoise, against a computation written here from diffusers alone:
     AutoencoderDC.encode(2·image−1).latent × scaling_factor, noised with the flow-matching formula
     x_t = (1−σ)·x0 + σ·noise at the sigma where diffusers' image-to-image rule starts (t_start = steps −
@@ -128,8 +129,6 @@ def test_image_to_image_equals_diffusers_from_the_denoise_start_point(model, tin
     scaling factor. Guards against: starting from full noise (`latents = noise`, which throws the image away),
     noising at sigmas[0] instead of the start sigma, running the whole schedule, or dropping (or doubling)
     `* scaling_factor` on the image latents going into SANA."""
-    from diffusers import AutoencoderDC
-
     pos, neg = model.encode_prompt("a red barn"), model.encode_negative("")
     g = torch.Generator().manual_seed(11)
     image = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 6, generator=g), size=(64, 96), mode="bilinear")
@@ -139,10 +138,8 @@ def test_image_to_image_equals_diffusers_from_the_denoise_start_point(model, tin
                         init_latents=model.encode_images(image), strength=denoise,
                         progress=lambda i, n: progress.append(n))
 
-    vae = AutoencoderDC.from_pretrained(tiny.vae)  # diffusers' own loading of the same folder
-    factor = vae.config.scaling_factor
-    with torch.no_grad():
-        x0 = vae.encode(image.permute(0, 3, 1, 2) * 2 - 1).latent * factor
+    factor = reference_vae.config.scaling_factor  # diffusers' own AutoencoderDC of the same folder
+    x0 = reference_encode(reference_vae, image) * factor
     t_start = steps - min(int(steps * denoise), steps)  # diffusers' img2img get_timesteps
     scheduler = _scheduler(sampler, tiny.sana)
     scheduler.set_timesteps(steps)
