@@ -41,3 +41,11 @@ def comfy(tmp_path_factory):
     from comfy_inprocess import comfy_session
 
     return comfy_session(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def reference_vae(tiny):
+    """diffusers' own AutoencoderDC loaded from the tiny DC-AE folder (not through the engine's loader)."""
+    from diffusers import AutoencoderDC
+
+    return AutoencoderDC.from_pretrained(tiny.vae).eval()

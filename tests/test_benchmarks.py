@@ -199,3 +199,66 @@ def test_the_real_size_models_are_announced_before_writing_and_a_full_disk_is_re
     assert f"[bench] writing 4.6 GiB of random real-size model files to {cache} (InternVL3-1B 1.75," in out
     assert f"To free the space: rm -rf {cache}" in out
     assert not cache.exists()
+
+
+# ----- every target verdict, both ways --------------------------------------------------------------------------
+# Each case: a variant, the report's device, the section results it reports (a figure at the target's limit, and
+# one just past it), and a regular expression whose one group is the verdict printed for that target.
+def _compare(**kw):
+    return {"compare": {"ratio": 0.5, "max_abs_image_diff": 0.0, "dtype": "bf16", "steps": 20,
+                        "ours_s_per_image": 0.1, **kw}}
+
+
+def _load(ratio=0.3, rss=1.0, anon=1.0):
+    w = 1_000_000_000
+    return {"load": {"ratio": ratio, "ours": {"dtype": "bf16", "weight_bytes": w, "seconds": 1.0,
+                                              "rss_peak_delta": rss * w, "anon_peak_delta": anon * w}}}
+
+
+def _cuda(mllm=3.9e9, sequential=2.0e9):
+    return {"cuda": {"mllm@512": {"peak_vram_bytes": mllm}, "sequential@512": {"peak_vram_bytes": sequential},
+                     "none@512": {"peak_vram_bytes": 9e9}}}
+
+
+B, L = "OpenUni-B-512", "OpenUni-L-1024"
+
+
+VERDICTS = {
+    "speed ratio": (B, "cpu", _compare(ratio=0.95), _compare(ratio=0.951), r"ours/reference ≤ 0\.95: [\d.]+ → (\w+)"),
+    "fp32 images": (B, "cpu", _compare(dtype="fp32", max_abs_image_diff=1e-3),
+                    _compare(dtype="fp32", max_abs_image_diff=2e-3), r"images (identical|DIFFER)"),
+    "end to end B": (B, "cuda:0", _compare(ours_s_per_image=0.35), _compare(ours_s_per_image=0.36),
+                     r"end to end ≤ 0\.35 s: [\d.]+ s → (\w+)"),
+    "end to end L": (L, "cuda:0", _compare(ours_s_per_image=1.2), _compare(ours_s_per_image=1.21),
+                     r"end to end ≤ 1\.2 s: [\d.]+ s → (\w+)"),
+    "repeat run": (B, "cpu", {"repeat": {"ours_llm_forwards": 0}}, {"repeat": {"ours_llm_forwards": 1}},
+                   r"repeat run does zero LLM forwards: \d+ → (\w+)"),
+    "load time": (B, "cpu", _load(ratio=0.5), _load(ratio=0.51), r"load ≤ 0\.5 × naive: [\d.]+ → (\w+)"),
+    "load RSS": (B, "cpu", _load(rss=1.3), _load(rss=1.31), r"RSS [\d.]+× \((\w+)\)"),
+    "load anonymous": (B, "cpu", _load(anon=1.3), _load(anon=1.31), r"anonymous [\d.]+× \((\w+)\)"),
+    "VRAM B with MLLM offload": (B, "cuda:0", _cuda(mllm=4.0e9), _cuda(mllm=4.01e9),
+                                 r"peak VRAM with MLLM offload ≤ 4 GB .*→ (\w+)"),
+    "VRAM L with MLLM offload": (L, "cuda:0", _cuda(mllm=8.0e9), _cuda(mllm=8.01e9),
+                                 r"peak VRAM with MLLM offload ≤ 8 GB .*→ (\w+)"),
+    "sequential below MLLM offload": (B, "cuda:0", _cuda(sequential=2.0e9), _cuda(sequential=3.9e9),
+                                      r"sequential offload below MLLM offload: .* → (\w+)"),
+}
+MET = {"identical": "met", "DIFFER": "MISSED"}
+
+
+@pytest.mark.parametrize("target", sorted(VERDICTS))
+def test_every_target_verdict_follows_its_figure(target):
+    """Every target line says "met" for a figure at its limit and "MISSED" just past it. Guards against hard-wiring
+    any verdict in benchmarks/targets.py (e.g. `'met' if ld['ratio'] <= 0.5 else 'MISSED'` → `'met'`) or comparing
+    against the wrong limit (e.g. `c["ratio"] <= 0.95` → `<= 1.0`)."""
+    import re
+
+    variant, device, meets, misses, pattern = VERDICTS[target]
+    seen = []
+    for results in (meets, misses):
+        report = Report({"device": device})
+        report.results[variant] = results
+        found = [m.group(1) for line in target_lines(report) if (m := re.search(pattern, line))]
+        assert len(found) == 1, (target, target_lines(report))
+        seen.append(MET.get(found[0], found[0]))
+    assert seen == ["met", "MISSED"], (target, seen)

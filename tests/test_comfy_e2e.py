@@ -1,4 +1,5 @@
-"""End to end against a REAL ComfyUI: set COMFYUI_DIR to a ComfyUI checkout (skipped otherwise).
+"""End to end against a REAL ComfyUI: set COMFYUI_DIR to a ComfyUI checkout (skipped otherwise; with
+OPENUNI_REQUIRE_E2E=1, as CI runs them, they fail instead).
 
     COMFYUI_DIR=/path/to/ComfyUI python -m pytest -q tests/test_comfy_e2e.py
 
@@ -20,10 +21,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from comfy_server import Listener, TINY_FILES, comfy_commit, comfy_dir, running_server  # noqa: E402
+from comfy_server import (PACK_DIR_NAME, TINY_FILES, Listener, comfy_commit, comfy_dir,  # noqa: E402
+                          comfy_problem, running_server, skip_or_fail)
 
 CDIR = comfy_dir()
-pytestmark = pytest.mark.skipif(CDIR is None, reason="set COMFYUI_DIR to a ComfyUI checkout to run the e2e tests")
 WORKFLOWS = Path(__file__).resolve().parents[1] / "example_workflows" / "api"
 NODES = {"OpenUniModelLoader": "OpenUni Model Loader", "OpenUniTextEncode": "OpenUni Text Encode",
          "OpenUniImageEditEncode": "OpenUni Image Edit Encode (experimental)", "OpenUniSampler": "OpenUni Sampler",
@@ -31,6 +32,12 @@ NODES = {"OpenUniModelLoader": "OpenUni Model Loader", "OpenUniTextEncode": "Ope
          "OpenUniCaption": "OpenUni Caption", "OpenUniEmptyLatent": "OpenUni Empty Latent",
          "OpenUniScheduler": "OpenUni Scheduler", "OpenUniDPMSolverSampler": "OpenUni DPM-Solver++ (sampler)",
          "OpenUniLoraLoader": "OpenUni LoRA Loader (model only)"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def real_comfyui():
+    """First of the module's fixtures: skip (or, in CI, fail) every test here without a real ComfyUI."""
+    skip_or_fail([comfy_problem()])
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +93,10 @@ def test_object_info_lists_every_node(server):
     assert "openuni_tiny_b_extra.pth" in loader["checkpoint"][0]  # from extra_model_paths.yaml
     assert loader["mllm"][0] == ["auto", TINY_FILES["mllm"]]
     assert info["OpenUniImageEditEncode"].get("experimental") is True
-    assert "Cannot import" not in "\n".join(l for l in server.log().splitlines() if "openuni" in l.lower())
+    # The pack's own import lines only: ComfyUI's core may fail optional imports of its own (e.g. torchaudio).
+    failed = [line for line in server.log().splitlines()
+              if PACK_DIR_NAME in line and ("Cannot import" in line or "IMPORT FAILED" in line)]
+    assert not failed, failed
     templates = server.get("/workflow_templates")
     assert sorted(templates["comfyui-openuni"]) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 

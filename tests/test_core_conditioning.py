@@ -15,9 +15,11 @@ def test_prompt_template():
 
 
 def _reference_encode(model, text):
-    """Independent re-computation: full causal LM over [prompt ++ queries], then a hand-written connector."""
+    """Independent re-computation: full causal LM over [prompt ++ queries], then a hand-written connector. `text` is
+    the whole user turn; the chat wrapping is OpenUni's published generation prompt, written out here."""
     tok = model.tokenizer
-    ids = torch.tensor(tok(conditioning.chat_prompt(text), add_special_tokens=True).input_ids)
+    chat = f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n<img>"
+    ids = torch.tensor(tok(chat, add_special_tokens=True).input_ids)
     lm = model.mllm.model.language_model
     x = torch.cat([lm.embed_tokens(ids), model.bridge.meta_queries])[None]
     h = lm(inputs_embeds=x).last_hidden_state[:, -256:]  # default positions 0..T-1, causal
@@ -36,11 +38,16 @@ def _reference_encode(model, text):
 
 
 def test_encode_matches_independent_math_and_batching_is_exact(model):
-    prompts = ["a red fox in the snow at dawn", "cat"]
+    """Prompt and negative conditioning against the literal templates ("Generate an image: PROMPT"; the default
+    negative "Generate an image."). Guards against a changed template (e.g. a lost ": " or the assistant turn
+    without <img>), padding leaking into a batched prompt, or a wrong connector."""
+    prompts = ["a red fox in the snow at dawn", "  cat "]
     batched = model.encode_prompt(prompts).embeds  # right-padded batch
     for i, p in enumerate(prompts):
-        ref = _reference_encode(model, conditioning.generation_text(p))
+        ref = _reference_encode(model, f"Generate an image: {p.strip()}")
         assert (batched[i] - ref[0]).abs().max() < 1e-4
+    assert (model.encode_negative("").embeds - _reference_encode(model, "Generate an image.")).abs().max() < 1e-4
+    assert (model.encode_negative("blurry").embeds - _reference_encode(model, "Generate an image: blurry")).abs().max() < 1e-4
 
 
 def test_default_negative_is_computed_once_per_model(model):

@@ -5,10 +5,11 @@ import os
 import psutil
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
 from openuni_core.errors import OpenUniError
+from references import may_hold_control_token, valid_caption, valid_sampling
 
 
 def _oom():
@@ -129,34 +130,55 @@ def test_huge_image_is_refused_before_work(model):
         check_size(Huge())
 
 
+SIDES = st.sampled_from([32, 64, 96]) | st.integers(-64, 700)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-@given(width=st.integers(-64, 700), height=st.integers(-64, 700), steps=st.integers(-2, 4),
-       cfg=st.floats(-5, 12) | st.just(float("nan")), strength=st.floats(-0.5, 1.5) | st.just(float("nan")),
-       sampler=st.sampled_from(["dpmpp", "euler", "bogus"]), batch=st.integers(-1, 3))
+@given(width=SIDES, height=SIDES, steps=st.integers(-2, 4), cfg=st.floats(-5, 12) | st.just(float("nan")),
+       strength=st.floats(-0.5, 1.5) | st.just(float("nan")), sampler=st.sampled_from(["dpmpp", "euler", "bogus"]),
+       batch=st.integers(-1, 3))
+@example(width=64, height=96, steps=3, cfg=4.5, strength=1.0, sampler="dpmpp", batch=2)
+@example(width=96, height=32, steps=4, cfg=0.0, strength=0.5, sampler="euler", batch=3)
+@example(width=32, height=32, steps=2, cfg=1.0, strength=0.2, sampler="dpmpp", batch=1)  # denoise leaves no step
+@example(width=32, height=64, steps=1, cfg=2.0, strength=1.0, sampler="euler", batch=0)
 def test_sampler_inputs_property(model, width, height, steps, cfg, strength, sampler, batch):
+    """Refused exactly when a setting is outside the published limits; accepted inputs give finite latents of the
+    asked shape. Guards against refusing valid input (e.g. `if sampler not in SAMPLERS:` → `if True:` in
+    sampling.check_settings, which a refused-is-fine test would pass) and against accepting invalid input."""
     pos = model.encode_prompt("prop")
     init = torch.zeros(1, 32, max(1, height // 32), max(1, width // 32)) if strength == strength and strength < 1 else None
+    valid = valid_sampling(steps=steps, cfg=cfg, sampler=sampler, width=width, height=height, batch=batch,
+                           denoise=strength if init is not None else None)
     try:
         lat = model.sample(pos, width=width, height=height, steps=steps, cfg=cfg, seed=1, sampler=sampler,
                            batch_size=batch, init_latents=init, strength=strength if init is not None else 1.0)
     except OpenUniError:
+        assert not valid, "a valid input was refused"
         return
-    if width * height > 256 * 256:
-        return
+    assert valid, "an invalid input was accepted"
     assert lat.shape == (batch, 32, height // 32, width // 32) and torch.isfinite(lat).all()
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(question=st.text(max_size=40), tiles=st.integers(-1, 45), tokens=st.integers(-1, 3),
        temperature=st.floats(-1, 6) | st.just(float("nan")), seed=st.integers(0, 2**64 - 1))
+@example(question="What is it?", tiles=2, tokens=3, temperature=0.0, seed=0)
+@example(question="", tiles=40, tokens=1, temperature=5.0, seed=2**64 - 1)
 def test_caption_inputs_property(model, question, tiles, tokens, temperature, seed):
+    """Refused exactly when a setting is outside the published limits (or the question spells a control token);
+    accepted inputs give a text from at most `tokens` generated tokens. Guards against refusing valid input (e.g.
+    `if not isinstance(max_tiles, int) or not 1 <= max_tiles <= MAX_TILES:` → `if True:` in
+    captioning.check_settings)."""
+    valid = valid_caption(max_tiles=tiles, max_new_tokens=tokens, temperature=temperature)
+    generated = []
     try:
         out = model.caption(torch.rand(40, 60, 3), question, max_tiles=tiles, max_new_tokens=tokens,
-                            temperature=temperature, seed=seed)
+                            temperature=temperature, seed=seed, progress=lambda i, n: generated.append(i))
     except OpenUniError:
-        assert not (1 <= tiles <= 40 and 1 <= tokens and 0 <= temperature <= 5)
+        assert not valid or may_hold_control_token(question), "a valid input was refused"
         return
-    assert isinstance(out, str)
+    assert valid, "an invalid input was accepted"
+    assert isinstance(out, str) and 1 <= generated[-1] <= tokens
 
 
 @pytest.mark.parametrize("temperature", [1e-300, 1e-6, 0.009])

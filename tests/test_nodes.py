@@ -298,6 +298,9 @@ def test_text_to_image(env, model, fake):
 
 
 def test_image_to_image_with_denoise(env, model, fake):
+    """VAE Encode → Sampler with denoise adds nothing to the engine's image-to-image (which test_core_sampling holds
+    to diffusers). Guards against the nodes scaling the latent (e.g. `model.encode_images(...)` →
+    `model.encode_images(...) * model.vae.config.scaling_factor` in nodes/vae.py) or dropping `denoise`."""
     image = torch.rand(1, 64, 64, 3)
     (init,) = env.call("OpenUniVAEEncode", model=model, image=image, tiling="auto")
     assert init["samples"].shape == (1, 32, 2, 2)
@@ -308,6 +311,9 @@ def test_image_to_image_with_denoise(env, model, fake):
                 width=512, height=512, batch_size=1, latent=init)  # width/height come from the latent
     light = env.call("OpenUniSampler", denoise=0.5, **args)[0]["samples"]
     assert light.shape == (1, 32, 2, 2) and fake.progress[-1] == (2, 2)  # 4 steps × denoise 0.5
+    direct = model.sample(model.encode_prompt("a watercolor fox"), model.encode_negative("blurry"), width=64, height=64,
+                          steps=4, cfg=4.5, seed=3, sampler="euler", init_latents=model.encode_images(image), strength=0.5)
+    assert torch.equal(light, direct)
     full = env.call("OpenUniSampler", denoise=1.0, **args)[0]["samples"]
     assert (light - init["samples"]).abs().mean() < (full - init["samples"]).abs().mean()
     # A batch of latents with one prompt → one image per latent.

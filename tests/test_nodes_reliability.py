@@ -30,10 +30,11 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from comfy_pack import ROOT, FakeComfy, InterruptProcessingException, load_pack, unload_pack  # noqa: E402
+from references import may_hold_control_token, valid_caption, valid_sampling  # noqa: E402
 
 PACK = "openuni_reliability_pack"
 B = dict(checkpoint="openuni_tiny_b.safetensors", mllm="InternVL3-tiny-B", sana="Sana-tiny-B", vae="dc-ae-tiny",
@@ -787,13 +788,25 @@ SIZES = st.sampled_from([0, 16, 31, 32, 64, 100, 500, 10000, -32]) | st.integers
        denoise=st.floats(-0.5, 1.5) | st.sampled_from([NAN, 0.0, 1.0]),
        batch=st.integers(-1, 3) | st.just(65), seed=st.integers(0, 2**64 - 1) | st.sampled_from([0, 2**64 - 1]),
        sampler=st.sampled_from(["dpmpp", "euler", "bogus"]), with_latent=st.booleans())
+@example(width=64, height=32, steps=2, cfg=4.5, denoise=0.3, batch=2, seed=2**64 - 1, sampler="euler", with_latent=False)
+@example(width=0, height=-32, steps=3, cfg=0.0, denoise=0.5, batch=65, seed=0, sampler="dpmpp", with_latent=True)
 def test_sampler_node_inputs_property(g, width, height, steps, cfg, denoise, batch, seed, sampler, with_latent):
+    """Refused exactly when an input that counts is outside the published limits (with a latent, its size and
+    batch decide and width/height/batch_size are ignored; without one, denoise is ignored); accepted inputs give a
+    float32 LATENT of the right shape. Guards against the node refusing valid input (e.g. `if sampler not in
+    SAMPLERS:` → `if True:` in the engine's check_settings) and against checking ignored widgets."""
     init = latent(1, 32, 2, 2) if with_latent else None
+    if with_latent:
+        valid = valid_sampling(steps=steps, cfg=cfg, sampler=sampler, denoise=denoise)
+    else:
+        valid = valid_sampling(steps=steps, cfg=cfg, sampler=sampler, width=width, height=height, batch=batch)
     try:
         (out,) = g.sample(width=width, height=height, steps=steps, cfg=cfg, denoise=denoise, batch_size=batch,
                           seed=seed, sampler=sampler, latent=init)
     except core("errors").OpenUniError:
+        assert not valid, "a valid input was refused"
         return
+    assert valid, "an invalid input was accepted"
     samples = out["samples"]
     expected = (1, 32, 2, 2) if with_latent else (batch, 32, height // 32, width // 32)
     assert samples.shape == expected and samples.dtype == torch.float32
@@ -804,12 +817,22 @@ def test_sampler_node_inputs_property(g, width, height, steps, cfg, denoise, bat
        tokens=st.integers(1, 3) | st.sampled_from([0, -1, 8193]),
        temperature=st.floats(-1, 6) | st.sampled_from([NAN, INF, 1e-300, 0.0]), seed=st.integers(0, 2**64 - 1),
        h=st.integers(0, 40), w=st.integers(1, 40), c=st.sampled_from([1, 2, 3, 4]), batch=st.integers(0, 2))
+@example(question="What is it?", tiles=1, tokens=2, temperature=0.0, seed=0, h=40, w=3, c=4, batch=2)
+@example(question="", tiles=4, tokens=1, temperature=5.0, seed=2**64 - 1, h=1, w=40, c=1, batch=1)
 def test_caption_node_inputs_property(g, question, tiles, tokens, temperature, seed, h, w, c, batch):
+    """Refused exactly when an input is outside the published limits (settings, an empty batch or image, 2
+    channels; a question that may spell a control token may go either way); accepted inputs give one text per
+    image, also shown on the node. Guards against refusing valid input (e.g. `if not isinstance(max_tiles, int) or
+    not 1 <= max_tiles <= MAX_TILES:` → `if True:` in captioning.check_settings)."""
+    valid = (valid_caption(max_tiles=tiles, max_new_tokens=tokens, temperature=temperature)
+             and batch >= 1 and h >= 1 and c in (1, 3, 4))
     try:
         out = g.caption(torch.rand(batch, h, w, c), question=question, max_tiles=tiles, max_new_tokens=tokens,
                         temperature=temperature, seed=seed)
     except core("errors").OpenUniError:
+        assert not valid or may_hold_control_token(question), "a valid input was refused"
         return
+    assert valid, "an invalid input was accepted"
     answers = out["result"][0]
     assert len(answers) == batch and all(isinstance(a, str) for a in answers) and out["ui"]["text"] == answers
 

@@ -2,7 +2,8 @@
 
 Needs COMFYUI_DIR (a ComfyUI checkout with its frontend package installed), Node.js, playwright-core
 (found through NODE_PATH, $PLAYWRIGHT_CORE_DIR or /opt/pwtest/node_modules) and a Chromium binary
-($CHROMIUM, default /usr/bin/chromium); skipped otherwise. Checks that:
+($CHROMIUM, default /usr/bin/chromium); skipped otherwise, naming what is missing (with OPENUNI_REQUIRE_E2E=1, as
+CI runs them, they fail instead). Checks that:
 - web/openuni.js is loaded by the UI;
 - every example workflow loads by drag-and-drop format (no missing nodes) and the UI turns it into the same
   API prompt as example_workflows/api/ (with the real model names);
@@ -24,7 +25,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import comfy_workflows as wf  # noqa: E402
 from comfy_pack import load_pack  # noqa: E402
-from comfy_server import comfy_dir, running_server  # noqa: E402
+from comfy_server import comfy_dir, comfy_problem, running_server, skip_or_fail  # noqa: E402
 
 HERE = Path(__file__).parent
 CDIR = comfy_dir()
@@ -42,9 +43,16 @@ def _node_path() -> str | None:
 
 
 NODE_PATH = _node_path()
-pytestmark = pytest.mark.skipif(
-    CDIR is None or shutil.which("node") is None or NODE_PATH is None or not Path(CHROMIUM).exists(),
-    reason="needs COMFYUI_DIR, node, playwright-core and chromium")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser_and_comfyui():
+    """First of the module's fixtures: skip (or, in CI, fail) every test here without ComfyUI, Node.js,
+    playwright-core or Chromium."""
+    skip_or_fail([comfy_problem(),
+                  shutil.which("node") is None and "Node.js (node) is not on PATH",
+                  NODE_PATH is None and "playwright-core is not found (set NODE_PATH to the node_modules holding it)",
+                  not Path(CHROMIUM).exists() and f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)"])
 
 
 @pytest.fixture(scope="module")
