@@ -98,7 +98,7 @@ def test_a_custom_set_through_the_loader_node_equals_sana_pipeline(custom, tmp_p
         sys.modules["openuni_custom_pack.nodes"].model_files.register_folders()
         nodes = pack.NODE_CLASS_MAPPINGS
         with torch.inference_mode():
-            (model,) = nodes["OpenUniModelLoader"]().load(
+            model, *_native = nodes["OpenUniModelLoader"]().load(  # + MODEL and VAE (None without ComfyUI)
                 checkpoint=t.checkpoint.name, mllm=t.mllm_hf.name, sana=t.sana.name, vae=t.vae.name,
                 precision="fp32", memory="keep all on GPU", attention="auto")
             pos, neg = nodes["OpenUniTextEncode"]().encode(model=model, prompt=PROMPT, negative_prompt="")
