@@ -96,7 +96,7 @@ def test_mllm_partial_load_gives_the_same_conditioning(loaded):
     patcher = comfy.module("nodes.native.parts").parts_of(engine).mllm
 
     def encode():
-        ids = conditioning.tokenize(engine.tokenizer, [conditioning.generation_text("a house by a lake")], 512)
+        ids = conditioning.tokenize(engine.tokenizer, [conditioning.generation_text("a house by a lake")])
         embeds = conditioning.text_token_embeds(engine.mllm, ids, torch.device("cpu"))
         return conditioning.run_queries(engine.mllm, engine.bridge.meta_queries, engine.bridge, embeds)
 
