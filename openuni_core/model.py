@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from . import captioning, sampling, vae as vae_ops
-from .conditioning import QueryConditioning
+from . import captioning, chat as chat_ops, sampling, vae as vae_ops
+from .conditioning import QueryConditioning, check_user_text
 from .errors import OpenUniError
-from .options import DEFAULT_CFG, DEFAULT_QUESTION, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION
+from .images import to_pil
+from .options import (CUSTOM_QUESTION, DEFAULT_CFG, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, DEFAULT_QUESTION,
+                      DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION)
 from .placement import Placement
-from .prompt_encoder import PromptEncoder
+from .prompt_encoder import PromptEncoder, as_image_list
 from .variants import Variant
 
 
@@ -37,6 +39,7 @@ class OpenUniModel:
         self.placement = Placement({"mllm": [mllm, bridge], "sana": [transformer], "vae": [vae]}, devices, offload,
                                    streamed=mllm, on_host=self.embedding_tables)
         self.prompts = PromptEncoder(mllm, tokenizer, bridge, self.placement, model_id)
+        self.answers = chat_ops.AnswerCache()
 
     def embedding_tables(self) -> list[torch.nn.Module]:
         """The LLM's token embedding and output tables: its biggest layers, and an encode needs only a few rows of
@@ -136,8 +139,37 @@ class OpenUniModel:
         return self.decode(self.sample(positive, negative_cond, cfg=cfg, **kwargs))
 
     # ----- understanding ---------------------------------------------------------------------------------------
+    # Settings, texts and images are checked before the MLLM is placed on its device; greedy answers are cached
+    # (chat.AnswerCache), so a repeated question about an unchanged image costs no forward.
+    # kwargs of these methods: those of chat.answer (max_tiles, max_new_tokens, temperature, seed, progress, ...).
+    def _understand(self, what: str, task, images, *args, **kwargs):
+        chat_ops.check_settings(max_tiles=kwargs.get("max_tiles", DEFAULT_MAX_TILES),
+                                max_new_tokens=kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
+                                temperature=kwargs.get("temperature", 0.0))
+        pils = None if images is None else [to_pil(im) for im in as_image_list(images)]
+        with self.placement.use("mllm", what):
+            return task(self.mllm, self.tokenizer, *args, images=pils, use_thumbnail=self.use_thumbnail,
+                        cache=self.answers, **kwargs)
+
     def caption(self, image, question: str = DEFAULT_QUESTION, **kwargs) -> str:
-        """InternVL3 chat about one image → text (kwargs: those of captioning.caption)."""
-        with self.placement.use("mllm", "captioning"):
-            return captioning.caption(self.mllm, self.tokenizer, image, question=question,
-                                      use_thumbnail=self.use_thumbnail, **kwargs)
+        """One question about one image → the answer text (the whole question is one question; empty: a detailed
+        caption). image: a [H,W,C] tensor in 0..1, a PIL image or a path."""
+        question = check_user_text(self.tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
+        return self._understand("captioning", captioning.captions, [image], [question], **kwargs)[0]
+
+    def captions(self, images, question: str = DEFAULT_QUESTION, *, preset: str = CUSTOM_QUESTION,
+                 **kwargs) -> list[str]:
+        """Images (one, a list or a [B,H,W,C] batch) × the preset's questions (custom: one per line of `question`) →
+        answers image by image, question by question (captioning.captions). Each image is encoded once."""
+        questions = captioning.preset_questions(self.tokenizer, preset, question)
+        return self._understand("captioning", captioning.captions, images, questions, **kwargs)
+
+    def chat(self, message: str, images=None, *, system: str = "", **kwargs) -> list[str]:
+        """A message (optionally about images) → one answer per image, or one for a text-only message (chat.chat)."""
+        message, system = chat_ops.check_message(self.tokenizer, message), chat_ops.check_system(self.tokenizer, system)
+        return self._understand("chatting", chat_ops.chat, images, message, system=system, **kwargs)
+
+    def enhance_prompt(self, prompt: str, images=None, **kwargs) -> list[str]:
+        """A short prompt (optionally with reference images) → detailed generation prompts (captioning.enhance_prompt)."""
+        prompt = chat_ops.check_message(self.tokenizer, prompt, "prompt")
+        return self._understand("enhancing the prompt", captioning.enhance_prompt, images, prompt, **kwargs)

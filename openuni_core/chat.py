@@ -1,0 +1,263 @@
+"""InternVL3 chat: conversations in its own format, answered many at a time, with image reuse and an answer cache.
+
+One call answers many rows, each a question about one image (or a text-only turn). Every distinct image goes
+through the vision tower once, whatever the number of questions about it; its tokens are spliced into the
+embeddings of every row that asks about it; the rows are then generated together by transformers' own
+`generate` on the native InternVL model: left-padded, with an attention mask, each row stopping at its own
+<|im_end|>. Greedy answers are kept in an `AnswerCache`, so a repeated question about an unchanged image costs
+no forward at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from .conditioning import check_user_text, image_tokens, splice_image_tokens, text_token_embeds
+from .errors import OpenUniError
+from .images import caption_pixel_values, tile_count, to_pil
+from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE
+from .options import (ANSWER_CACHE_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, GREEDY_BELOW, MAX_CHAT_ROWS,
+                      MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TILES, MAX_VISION_TILES)
+
+# InternVL3's own system prompt (its InternVL2.5 chat template), used when the caller gives none.
+SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+
+
+def conversation(message: str, tiles: int = 0, system: str | None = None) -> str:
+    """One user turn in InternVL3's chat format, ending with the assistant's cue.
+
+    tiles: the image's 448×448 views (0: a text-only turn, without the image line); each is 256 <IMG_CONTEXT>
+    slots between <img> and </img>, on the line before the message. system: None or "" for InternVL3's own.
+    """
+    image = f"{IMG_START}{IMG_CONTEXT * (TOKENS_PER_TILE * tiles)}{IMG_END}\n" if tiles else ""
+    return (f"{IM_START}system\n{system or SYSTEM_MESSAGE}{IM_END}\n"
+            f"{IM_START}user\n{image}{message}{IM_END}\n{IM_START}assistant\n")
+
+
+def check_settings(*, max_tiles: int, max_new_tokens: int, temperature: float) -> None:
+    """Raise OpenUniError, naming the value and the fix, for a chat setting outside options.py's limits."""
+    if not isinstance(max_tiles, int) or not 1 <= max_tiles <= MAX_TILES:
+        raise OpenUniError(f"max_tiles {max_tiles} is not allowed: use 1 to {MAX_TILES} (InternVL3 uses up to 12).")
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise OpenUniError(f"max_new_tokens {max_new_tokens} is not allowed: use 1 to {MAX_NEW_TOKENS}.")
+    if (not isinstance(temperature, (int, float)) or temperature != temperature
+            or not 0 <= temperature <= MAX_TEMPERATURE):
+        raise OpenUniError(f"temperature {temperature} is not allowed: use 0 (greedy) to {MAX_TEMPERATURE:g}.")
+
+
+def check_message(tokenizer, text, what: str = "message") -> str:
+    """The user's text, cleaned and stripped; raises OpenUniError if it is not text, spells a control token of the
+    chat format, or is empty."""
+    text = check_user_text(tokenizer, "" if text is None else text, what).strip()
+    if not text:
+        raise OpenUniError(f"The {what} is empty; type some text.")
+    return text
+
+
+def check_system(tokenizer, system) -> str:
+    """A system prompt ("" or None: InternVL3's own), checked like any user text."""
+    return check_user_text(tokenizer, system or "", "system prompt").strip()
+
+
+@dataclass(frozen=True)
+class Question:
+    """One row: a checked question (or message) about images[image], or a text-only turn when image is None."""
+
+    text: str
+    image: int | None = None
+
+
+class AnswerCache:
+    """The last ANSWER_CACHE_SIZE greedy answers, by what decides them: the image's pixels, the question, the system
+    prompt and the settings. Sampled answers are not cached (ComfyUI already reuses a node's output when none of
+    its inputs changed, and a new seed must give a new answer)."""
+
+    def __init__(self, size: int = ANSWER_CACHE_SIZE):
+        self.size, self._items = size, OrderedDict()
+
+    def get(self, key):
+        if key in self._items:
+            self._items.move_to_end(key)
+        return self._items.get(key)
+
+    def put(self, key, text: str) -> None:
+        self._items[key] = text
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _ProgressAndInterrupt(StoppingCriteria):
+    """transformers' generate offers no per-token callback; a stopping criterion is called after every token, so this
+    one carries the host's progress and interrupt hooks into the loop. It never stops generation itself."""
+
+    def __init__(self, done: int, rows: int, total: int, progress, interrupt):
+        self.done, self.rows, self.total, self.progress, self.interrupt = done, rows, total, progress, interrupt
+        self.steps = 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.steps += 1
+        if self.interrupt is not None:
+            self.interrupt()
+        if self.progress is not None:
+            self.progress(min(self.done + self.steps * self.rows, self.total), self.total)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+class _SeededSampling(LogitsProcessor):
+    """Sampling at `temperature` where every row draws from its own generator seeded with `seed`, so an answer depends
+    on its own image, question and seed only, never on the other rows of the batch (generate's own sampling draws
+    the whole batch from one stream). Gumbel-max: argmax(logits/T + Gumbel noise) is a draw from softmax(logits/T),
+    so generate runs greedily on the noised scores."""
+
+    def __init__(self, rows: int, temperature: float, seed: int, device: torch.device):
+        self.temperature = float(temperature)
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed) % (2**63)) for _ in range(rows)]
+
+    def __call__(self, input_ids, scores):
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device, dtype=torch.float32)
+                               for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp_(min=torch.finfo(torch.float32).tiny)))
+        return scores.float() / self.temperature + gumbel
+
+
+def image_key(pil) -> str:
+    return f"{hashlib.sha256(pil.tobytes()).hexdigest()}:{pil.size}"
+
+
+@torch.no_grad()
+def answer(mllm, tokenizer, images: list, questions: list[Question], *, system: str = "",
+           max_tiles: int = DEFAULT_MAX_TILES, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0,
+           seed: int = 0, use_thumbnail: bool = True, cache: AnswerCache | None = None,
+           progress: Callable[[int, int], None] | None = None,
+           interrupt: Callable[[], None] | None = None) -> list[str]:
+    """Answers to `questions` (checked texts, see `check_message`), in their order: text without special tokens,
+    stripped.
+
+    images: what Question.image indexes ([H,W,C] tensors in 0..1, PIL images or paths), each tiled into up to
+    max_tiles views of 448×448. temperature below options.GREEDY_BELOW decodes greedily (and uses `cache`);
+    otherwise each answer is sampled with `seed`. progress(tokens, total) after each generated token of the batch
+    (total: answers to generate × max_new_tokens); interrupt() raises to stop. Raises OpenUniError for bad settings
+    or images, and when a question does not fit the context (checked before any image work).
+    """
+    check_settings(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature)
+    pils = [to_pil(im) for im in images]
+    tiles = [tile_count(p.width, p.height, max_tiles, use_thumbnail) for p in pils]
+    keys = [image_key(p) for p in pils]
+    greedy = temperature < GREEDY_BELOW
+    settings = (system, max_tiles, use_thumbnail, max_new_tokens) if greedy else (system, max_tiles, use_thumbnail,
+                                                                                  max_new_tokens, temperature, seed)
+    row_keys = [(None if q.image is None else keys[q.image], q.text, settings) for q in questions]
+    ids = {}  # row key → prompt token ids; the same question about the same pixels is generated once
+    for q, key in zip(questions, row_keys):
+        if key not in ids:
+            ids[key] = _prompt_ids(tokenizer, mllm, q, 0 if q.image is None else tiles[q.image], system)
+    answers = {k: cache.get(k) for k in ids} if cache is not None and greedy else {}
+    todo = [k for k in ids if answers.get(k) is None]
+    if todo:
+        context = int(mllm.config.text_config.max_position_embeddings)
+        new_tokens = min(max_new_tokens, context - max(len(ids[k]) for k in todo))
+        by_image = {keys[q.image]: q.image for q in questions if q.image is not None}
+        features = _image_features(mllm, [(k, pils[by_image[k]]) for k in dict.fromkeys(k[0] for k in todo) if k],
+                                   max_tiles, use_thumbnail)
+        total = len(todo) * new_tokens
+        for start in range(0, len(todo), MAX_CHAT_ROWS):
+            chunk = todo[start:start + MAX_CHAT_ROWS]
+            texts = _generate(mllm, tokenizer, [ids[k] for k in chunk], [features.get(k[0]) for k in chunk],
+                              new_tokens=new_tokens, temperature=None if greedy else temperature, seed=seed,
+                              hooks=_ProgressAndInterrupt(start * new_tokens, len(chunk), total, progress, interrupt))
+            answers.update(zip(chunk, texts))
+        if cache is not None and greedy:
+            for k in todo:
+                cache.put(k, answers[k])
+    return [answers[k] for k in row_keys]
+
+
+def _prompt_ids(tokenizer, mllm, q: Question, tiles: int, system: str) -> list[int]:
+    ids = tokenizer(conversation(q.text, tiles, system), add_special_tokens=True).input_ids
+    context = int(mllm.config.text_config.max_position_embeddings)
+    if len(ids) >= context:
+        what = "question" if q.image is not None else "message"
+        image = f" with {tiles} image tiles ({TOKENS_PER_TILE} tokens each)" if tiles else ""
+        fix = "Shorten the question or lower max_tiles." if tiles else f"Shorten the {what}."
+        raise OpenUniError(f"The {what} is {len(ids) - TOKENS_PER_TILE * tiles} tokens long{image}; this model takes "
+                           f"at most {context} tokens. {fix}")
+    return ids
+
+
+def _image_features(mllm, images: list[tuple[str, object]], max_tiles: int, use_thumbnail: bool
+                    ) -> dict[str, torch.Tensor]:
+    """Image key → its image tokens [tiles, 256, llm_hidden]; the tiles of several images share one vision-tower
+    forward, up to options.MAX_VISION_TILES tiles each."""
+    out, batch, size = {}, [], 0
+
+    def flush():
+        if batch:
+            pixels = torch.cat([p for _, p in batch]).to(device=mllm.device, dtype=mllm.dtype)
+            tokens = image_tokens(mllm, pixels)
+            for (key, p), part in zip(batch, tokens.split([p.shape[0] for _, p in batch])):
+                out[key] = part
+            batch.clear()
+
+    for key, pil in images:
+        pixels = caption_pixel_values(pil, max_tiles, use_thumbnail)
+        if batch and size + pixels.shape[0] > MAX_VISION_TILES:
+            flush()
+            size = 0
+        batch.append((key, pixels))
+        size += pixels.shape[0]
+    flush()
+    return out
+
+
+def _generate(mllm, tokenizer, ids: list[list[int]], features: list[torch.Tensor | None], *, new_tokens: int,
+              temperature: float | None, seed: int, hooks: StoppingCriteria) -> list[str]:
+    """One batched generate: rows left-padded (position ids follow the attention mask), each stopping at <|im_end|>."""
+    device = mllm.device
+    context_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+    rows = []
+    for row, tokens in zip(ids, features):
+        row = torch.tensor(row, dtype=torch.long)
+        embeds = text_token_embeds(mllm, [row], device)[0]
+        rows.append(embeds if tokens is None else splice_image_tokens(embeds, row.to(device), tokens, context_id))
+    longest = max(r.shape[0] for r in rows)
+    inputs = rows[0].new_zeros(len(rows), longest, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        inputs[i, longest - r.shape[0]:] = r
+        mask[i, longest - r.shape[0]:] = 1
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end
+    config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                              eos_token_id=im_end, pad_token_id=pad)
+    sampling = [] if temperature is None else [_SeededSampling(len(rows), temperature, seed, device)]
+    out = mllm.generate(inputs_embeds=inputs, attention_mask=mask, generation_config=config,
+                        logits_processor=LogitsProcessorList(sampling), stopping_criteria=StoppingCriteriaList([hooks]))
+    texts = []
+    for row in out.tolist():  # with only inputs_embeds given, generate returns the new tokens alone
+        row = row[:row.index(im_end)] if im_end in row else row
+        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts
+
+
+def chat(mllm, tokenizer, message: str, images: list | None = None, *, system: str = "", **kwargs) -> list[str]:
+    """A message (and optionally images) → one answer per image, or one answer for a text-only message.
+
+    message and system are checked here (`check_message`, `check_system`); kwargs: those of `answer`.
+    """
+    message, system = check_message(tokenizer, message), check_system(tokenizer, system)
+    images = list(images or [])
+    rows = [Question(message, i) for i in range(len(images))] or [Question(message)]
+    return answer(mllm, tokenizer, images, rows, system=system, **kwargs)
