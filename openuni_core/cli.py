@@ -1,4 +1,4 @@
-"""Command line: `python -m openuni_core {generate,caption,demo}`."""
+"""Command line: `python -m openuni_core {generate,caption,chat,demo}`."""
 
 from __future__ import annotations
 
@@ -134,6 +134,25 @@ def cmd_caption(args) -> int:
     return 0
 
 
+def cmd_chat(args) -> int:
+    from . import chat
+    from .devices import resolve_device, resolve_dtype
+    from .internvl import load_internvl, load_tokenizer
+
+    chat.check_settings(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    if args.image and not Path(args.image).is_file():
+        raise OpenUniError(f"Image not found: {args.image}")
+    tokenizer = load_tokenizer(args.mllm)  # the texts are checked before the weights load
+    message, system = chat.check_message(tokenizer, args.message), chat.check_system(tokenizer, args.system)
+    device = resolve_device(args.device)
+    mllm, tokenizer, info = load_internvl(args.mllm, dtype=resolve_dtype(args.dtype, device))
+    mllm.to(device)
+    print(chat.chat(mllm, tokenizer, message, [args.image] if args.image else None, system=system,
+                    max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    seed=args.seed, use_thumbnail=info.use_thumbnail)[0])
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Write tiny random models and run generate, edit and caption on them, fully offline."""
     from .loading import load_openuni
@@ -199,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", choices=PRECISIONS, default="auto")
     c.add_argument("--device", default="auto")
     c.set_defaults(func=cmd_caption)
+    t = sub.add_parser("chat", help="talk to InternVL3, optionally about an image")
+    t.add_argument("--mllm", required=True)
+    t.add_argument("--message", required=True)
+    t.add_argument("--system", default="", help="system prompt (default: InternVL3's own)")
+    t.add_argument("--image", help="an image the message is about")
+    t.add_argument("--max-tiles", type=int, default=DEFAULT_MAX_TILES)
+    t.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    t.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--dtype", choices=PRECISIONS, default="auto")
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=cmd_chat)
     d = sub.add_parser("demo", help="offline demo on tiny random models")
     d.add_argument("--out", default="openuni_demo")
     d.add_argument("--device", default="cpu")
