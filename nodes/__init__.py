@@ -6,6 +6,7 @@ memory management (both no-ops when ComfyUI is not there); no weights are read a
 
 from . import model_cache, model_files
 from .caption import OpenUniCaption
+from .chat import OpenUniChat, OpenUniPromptEnhance
 from .encode import OpenUniImageEditEncode, OpenUniTextEncode
 from .loader import OpenUniModelLoader
 from .sample import OpenUniSampler
@@ -19,6 +20,8 @@ NODE_CLASS_MAPPINGS = {
     "OpenUniVAEDecode": OpenUniVAEDecode,
     "OpenUniVAEEncode": OpenUniVAEEncode,
     "OpenUniCaption": OpenUniCaption,
+    "OpenUniChat": OpenUniChat,
+    "OpenUniPromptEnhance": OpenUniPromptEnhance,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,6 +32,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "OpenUniVAEDecode": "OpenUni VAE Decode",
     "OpenUniVAEEncode": "OpenUni VAE Encode",
     "OpenUniCaption": "OpenUni Caption",
+    "OpenUniChat": "OpenUni Chat",
+    "OpenUniPromptEnhance": "OpenUni Prompt Enhance",
 }
 
 model_files.register_folders()
