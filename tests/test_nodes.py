@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from comfy_pack import FakeComfy, InterruptProcessingException, load_pack, unload_pack  # noqa: E402
 
 NODE_NAMES = ["OpenUniModelLoader", "OpenUniTextEncode", "OpenUniImageEditEncode", "OpenUniSampler",
-              "OpenUniVAEDecode", "OpenUniVAEEncode", "OpenUniCaption"]
+              "OpenUniVAEDecode", "OpenUniVAEEncode", "OpenUniCaption", "OpenUniChat", "OpenUniPromptEnhance"]
 CKPT = "openuni_tiny_b.safetensors"
 TINY = dict(checkpoint=CKPT, mllm="InternVL3-tiny", sana="Sana-tiny_diffusers", vae="dc-ae-tiny-diffusers",
             precision="fp32", memory="keep all on GPU", attention="auto", download_missing=False)
