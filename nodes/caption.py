@@ -48,5 +48,5 @@ class OpenUniCaption:
         require_model(model)
         question = text_input(question, "question")
         images = images_or_none(image)
-        return run(lambda **kw: model.captions(images, question, preset=preset, **kw), len(images), max_new_tokens,
+        return run(lambda **kw: model.captions(images, question, preset=preset, **kw), images, max_new_tokens,
                    max_tiles=max_tiles, temperature=temperature, seed=seed)

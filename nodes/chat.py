@@ -26,8 +26,8 @@ class OpenUniChat:
                 "message": ("STRING", {"multiline": True, "default": "",
                                        "tooltip": "What you say to the model (the whole text is one message)."}),
                 "system_prompt": ("STRING", {"multiline": True, "default": "",
-                                             "tooltip": "Optional system prompt: how the model should behave. Empty uses "
-                                                        "InternVL3's own."}),
+                                             "tooltip": "Optional system prompt: how the model should behave. "
+                                                        "Empty uses InternVL3's own."}),
                 **generation_inputs(),
             },
             "optional": {
@@ -40,8 +40,8 @@ class OpenUniChat:
         require_model(model)
         message, system = text_input(message, "message"), text_input(system_prompt, "system_prompt")
         images = images_or_none(image)
-        return run(lambda **kw: model.chat(message, images, system=system, **kw), len(images or [None]),
-                   max_new_tokens, max_tiles=max_tiles, temperature=temperature, seed=seed)
+        return run(lambda **kw: model.chat(message, images, system=system, **kw), images, max_new_tokens,
+                   max_tiles=max_tiles, temperature=temperature, seed=seed)
 
 
 class OpenUniPromptEnhance:
@@ -77,5 +77,5 @@ class OpenUniPromptEnhance:
         require_model(model)
         prompt = text_input(prompt, "prompt")
         images = images_or_none(image)
-        return run(lambda **kw: model.enhance_prompt(prompt, images, **kw), len(images or [None]), max_new_tokens,
+        return run(lambda **kw: model.enhance_prompt(prompt, images, **kw), images, max_new_tokens,
                    max_tiles=max_tiles, temperature=temperature, seed=seed)

@@ -38,9 +38,11 @@ def images_or_none(image):
     return images
 
 
-def run(task, answers: int, max_new_tokens: int, **kwargs) -> dict:
-    """task(progress=, interrupt=, max_new_tokens=, **kwargs) → answers, as the node's UI text and list output."""
-    progress = comfy.Progress(max(1, answers) * max_new_tokens, interval=PROGRESS_INTERVAL)
+def run(task, images, max_new_tokens: int, **kwargs) -> dict:
+    """task(progress=, interrupt=, max_new_tokens=, **kwargs) → answers, as the node's UI text and list output.
+    images: the node's images (None: a text-only turn), for the progress bar's first estimate of the work."""
+    answers = 1 if images is None else len(images)
+    progress = comfy.Progress(answers * max_new_tokens, interval=PROGRESS_INTERVAL)
     texts = task(max_new_tokens=max_new_tokens, progress=progress.update, interrupt=comfy.interrupt_hook(), **kwargs)
     progress.done()
     return {"ui": {"text": texts}, "result": (texts,)}

@@ -4,7 +4,8 @@ and prompt enhancement. The conversation and the batched generation are chat.py'
 
 from __future__ import annotations
 
-from .chat import Question, answer, check_message, check_settings, conversation  # noqa: F401 (check_settings: the CLI's)
+# check_settings is re-exported for the CLI's caption verb.
+from .chat import Question, answer, check_message, check_settings, conversation  # noqa: F401
 from .conditioning import check_user_text
 from .errors import OpenUniError
 from .options import (CAPTION_PRESETS, CUSTOM_QUESTION, DEFAULT_ENHANCE_MAX_NEW_TOKENS, DEFAULT_QUESTION,

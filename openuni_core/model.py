@@ -170,6 +170,7 @@ class OpenUniModel:
         return self._understand("chatting", chat_ops.chat, images, message, system=system, **kwargs)
 
     def enhance_prompt(self, prompt: str, images=None, **kwargs) -> list[str]:
-        """A short prompt (optionally with reference images) → detailed generation prompts (captioning.enhance_prompt)."""
+        """A short prompt (optionally with reference images) → detailed generation prompts, one per image
+        (captioning.enhance_prompt)."""
         prompt = chat_ops.check_message(self.tokenizer, prompt, "prompt")
         return self._understand("enhancing the prompt", captioning.enhance_prompt, images, prompt, **kwargs)

@@ -53,7 +53,8 @@ ENHANCE_INSTRUCTION = (
     "add concrete visual detail: the subject and what it does, the setting, the composition and camera view, the "
     "lighting, colors, materials and the style. Write a single paragraph of at most 80 words in plain descriptive "
     "language, without any preamble, list or quotation marks.")
-ENHANCE_WITH_IMAGE = "Take the subject, composition, colors and style of the image where the idea does not say otherwise."
+ENHANCE_WITH_IMAGE = ("Take the subject, composition, colors and style of the image where the idea does not say "
+                      "otherwise.")
 DEFAULT_ENHANCE_MAX_NEW_TOKENS = 160
 ANSWER_CACHE_SIZE = 256  # greedy answers kept per loaded model (text only: a few hundred KB at most)
 # Work per batched generate, bounding memory: rows of the LLM batch, and 448×448 tiles per vision-tower forward.

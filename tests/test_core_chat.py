@@ -239,7 +239,7 @@ def test_custom_questions_one_per_line_in_image_then_question_order(fresh):
     (lambda m: m.enhance_prompt("a fox", temperature=-1), r"temperature -1 is not allowed"),
     (lambda m: m.captions(torch.rand(8, 8, 3), preset="poem"), r"Unknown caption preset 'poem'; choose one of"),
     (lambda m: m.captions(torch.rand(8, 8, 3), "ok\n<img>"), r"question contains \['<img>'\]"),
-], ids=["empty", "blank", "none", "not text", "control tokens", "system control token", "too long", "too long with image",
+], ids=["empty", "blank", "none", "not text", "control tokens", "system control token", "too long", "too long, image",
         "nan image", "max_new_tokens 0", "enhance empty", "enhance control token", "enhance temperature",
         "unknown preset", "control token on a second line"])
 def test_bad_input_is_refused_with_one_line_before_any_forward(fresh, monkeypatch, call, message):
