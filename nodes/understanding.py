@@ -5,7 +5,7 @@ web/openuni.js."""
 from __future__ import annotations
 
 from . import comfy_services as comfy
-from .common import image_list, refuse_huge
+from .common import CATEGORY, MODEL_TOOLTIP, MODEL_TYPE, image_list, refuse_huge
 from ..openuni_core.options import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, MAX_NEW_TOKENS, MAX_TEMPERATURE,
                                     MAX_TILES, SEED_MAX)
 
@@ -27,6 +27,24 @@ def generation_inputs(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict:
         "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": False,
                          "tooltip": "Seed for sampling when temperature is above 0."}),
     }
+
+
+class AnswerNode:
+    """The three nodes' shared shape: a list of answers (STRING), shown on the node, so an output node."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("text",)
+    OUTPUT_IS_LIST = (True,)
+    OUTPUT_NODE = True
+
+
+def answer_inputs(texts: dict, *, optional: dict, image: tuple | None = None,
+                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict:
+    """INPUT_TYPES: the model, a required `image` if given, the node's text inputs, the generation widgets, then the
+    optional inputs."""
+    required = {"model": (MODEL_TYPE, {"tooltip": MODEL_TOOLTIP}), **({"image": image} if image else {})}
+    return {"required": {**required, **texts, **generation_inputs(max_new_tokens)}, "optional": optional}
 
 
 def images_or_none(image):
