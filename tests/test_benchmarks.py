@@ -178,3 +178,14 @@ def test_cuda_section_and_its_vram_targets_run_with_a_stand_in_cuda(tmp_path, mo
     assert any("sequential offload below MLLM offload" in line and line.endswith("met") for line in lines), lines
     out["mllm@64"]["peak_vram_bytes"] = 4.1e9  # over 4 GB, though under 4 GiB
     assert any("peak VRAM with MLLM offload" in line and line.endswith("MISSED") for line in target_lines(report))
+
+
+def test_captioning_section_on_tiny_models(tmp_path):
+    """Sequential vs batched captions per second runs end to end: the batched call makes fewer LLM forwards, gives
+    the same answers, and the cached repeat none. Catches: the two paths asking different things, a cache bypassed."""
+    args = parse_args(["--tiny", "--only", "captioning", "--repeats", "1", "--cache", str(tmp_path)])
+    c = run_benchmark(args).results["tiny-B"]["captioning"]
+    assert c["images"] == 8 and c["identical"] and c["cached_identical"]
+    assert c["sequential_captions_per_s"] > 0 and c["batched_captions_per_s"] > 0
+    assert c["batched_llm_forwards"] <= c["new_tokens"] < c["sequential_llm_forwards"]
+    assert c["cached_repeat_llm_forwards"] == 0
