@@ -115,7 +115,8 @@ def test_caption_to_generate(server, listener):
 
 def test_prompt_enhance_to_generate(server, listener):
     """Short idea → OpenUni Prompt Enhance → Text Encode → sample → decode → save, in the real ComfyUI: the enhanced
-    prompt comes back as the node's text (what the web extension shows) and an image is saved."""
+    prompt comes back as the node's text (what the web extension shows) and an image is saved. Catches: the node
+    missing from the server, a non-list or empty output, no progress while it generates."""
     entry = server.wait(server.queue(workflow("openuni_prompt_enhance_to_generate"), listener.client_id))
     assert_success(entry)
     text = entry["outputs"]["2"]["text"]
@@ -127,7 +128,7 @@ def test_prompt_enhance_to_generate(server, listener):
 
 def test_caption_presets_questions_and_old_prompts_without_a_preset(server):
     """An API prompt saved before presets existed (no 'preset' input) still validates and runs as before; two
-    questions give two answers; a preset ignores the question box."""
+    questions give two answers; a preset ignores the question box. Catches: preset made a required input."""
     old = workflow("openuni_caption_to_generate")
     del old["3"]["inputs"]["preset"]
     entry = server.run(old)
@@ -145,6 +146,7 @@ def test_caption_presets_questions_and_old_prompts_without_a_preset(server):
 
 
 def test_chat_text_only_and_bad_message(server):
+    """Chat without an image, as an output node of its own; an empty message is a node error with our message."""
     prompt = {"1": workflow("openuni_text_to_image")["1"],
               "2": {"class_type": "OpenUniChat", "inputs": {"model": ["1", 0], "message": "Hello!", "system_prompt": "",
                                                             "max_tiles": 1, "max_new_tokens": 5, "temperature": 1.0,

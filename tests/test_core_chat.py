@@ -176,6 +176,7 @@ def test_each_row_stops_at_its_own_im_end(fresh, scripted):
 
 
 def test_an_empty_enhancement_gives_the_short_prompt_back(fresh, scripted):
+    """Catches: an empty model answer passed on as an empty prompt (Text Encode would draw from nothing)."""
     scripted([("", [])])
     assert fresh.enhance_prompt("a fox in the snow") == ["a fox in the snow"]
 
@@ -243,7 +244,9 @@ def test_custom_questions_one_per_line_in_image_then_question_order(fresh):
         "nan image", "max_new_tokens 0", "enhance empty", "enhance control token", "enhance temperature",
         "unknown preset", "control token on a second line"])
 def test_bad_input_is_refused_with_one_line_before_any_forward(fresh, monkeypatch, call, message):
-    """The same checks and messages as captioning; nothing is placed or computed first."""
+    """The same checks and messages as captioning, one line each, before any image work or generation. Catches: a
+    check moved after the vision tower or generate, a message that loses its fix, a missing check (e.g. the system
+    prompt's control tokens)."""
     monkeypatch.setattr(fresh.mllm.model, "get_image_features", lambda *a, **k: pytest.fail("image work started"))
     monkeypatch.setattr(fresh.mllm, "generate", lambda *a, **k: pytest.fail("generation started"))
     with pytest.raises(OpenUniError, match=message) as e:

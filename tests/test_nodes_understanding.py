@@ -50,6 +50,7 @@ def test_chat_with_an_image_answers_like_caption_and_without_one_gives_one_answe
 
 
 def test_system_prompt_reaches_the_model(env, model, monkeypatch):
+    """Catches: the node dropping or not stripping its system prompt."""
     chat = sys.modules["openuni_pack.openuni_core.chat"]
     systems = []
     original = chat.conversation
@@ -112,6 +113,7 @@ def test_enhance_asks_the_instruction_its_tooltip_quotes_and_feeds_text_encode_a
 
 
 def test_stop_mid_chat_then_rerun_equals_uninterrupted(env, model, fake):
+    """Catches: Stop not reaching the batched generate, or state left behind that changes the next run."""
     args = dict(model=model, message="Tell me a story.", system_prompt="", image=torch.rand(2, 32, 32, 3),
                 **dict(SAMPLED, max_new_tokens=20))
     expected = env.call("OpenUniChat", **args)["result"]
@@ -130,6 +132,7 @@ def test_stop_mid_chat_then_rerun_equals_uninterrupted(env, model, fake):
     ("OpenUniCaption", dict(image=torch.rand(1, 8, 8, 3), question="?", preset="haiku"), "Unknown caption preset"),
 ])
 def test_bad_input_gets_one_clear_line(env, model, node, inputs, message):
+    """Catches: a node that lets a bad input reach the model, or turns the engine's message into another error."""
     from openuni_pack.openuni_core.errors import OpenUniError
 
     with pytest.raises(OpenUniError, match=message):

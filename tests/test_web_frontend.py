@@ -121,6 +121,7 @@ def test_caption_text_appears_on_the_node(web):
 
 
 def test_enhanced_prompt_appears_on_the_node(web):
+    """Catches: OpenUni Prompt Enhance left out of the extension's text nodes."""
     e = web["enhance"]
     assert e["hasWidget"] and e["before"] == ""
     assert e["text"] and e["text"].strip(), e
