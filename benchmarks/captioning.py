@@ -67,6 +67,7 @@ def bench_captioning(mllm_dir, name: str, s: Settings, report: Report, *, images
         "device": str(s.device), "rounds": len(rounds),
         "sequential_captions_per_s": images / seq_s, "batched_captions_per_s": images / bat_s,
         "speedup": statistics.median(g["sequential"][1].wall / g["batched"][1].wall for g in rounds),
+        "round_seconds": [{k: round(w.wall, 2) for k, (_, w) in g.items()} for g in rounds],
         "identical": last["sequential"][0] == last["batched"][0],
         "sequential_llm_forwards": last["sequential"][1].forwards, "batched_llm_forwards": last["batched"][1].forwards,
         "cached_repeat_s": cwatch.wall, "cached_repeat_llm_forwards": cwatch.forwards,
@@ -77,7 +78,7 @@ def bench_captioning(mllm_dir, name: str, s: Settings, report: Report, *, images
                f"{s.device}: sequential {res['sequential_captions_per_s']:.3f} captions/s "
                f"({res['sequential_llm_forwards']} LLM forwards), batched {res['batched_captions_per_s']:.3f} "
                f"captions/s ({res['batched_llm_forwards']}); batched/sequential {res['speedup']:.2f}× (median of "
-               f"{len(rounds)} alternating rounds); answers {'identical' if res['identical'] else 'DIFFER'}; "
+               f"{len(rounds)} alternating rounds, seconds per round {res['round_seconds']}); answers {'identical' if res['identical'] else 'DIFFER'}; "
                f"cached repeat {cwatch.wall:.3f} s, {cwatch.forwards} LLM forwards; other processes used up to "
                f"{res['others_cpu_share']:.0%} of the CPUs")
     del mllm

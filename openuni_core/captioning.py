@@ -5,11 +5,10 @@ and prompt enhancement. The conversation and the batched generation are chat.py'
 from __future__ import annotations
 
 # check_settings is re-exported for the CLI's caption verb.
-from .chat import Question, answer, check_message, check_settings, conversation  # noqa: F401
+from .chat import Question, answer, check_settings, conversation, message_rows  # noqa: F401
 from .conditioning import check_user_text
 from .errors import OpenUniError
-from .options import (CAPTION_PRESETS, CUSTOM_QUESTION, DEFAULT_ENHANCE_MAX_NEW_TOKENS, DEFAULT_QUESTION,
-                      ENHANCE_INSTRUCTION, ENHANCE_WITH_IMAGE)
+from .options import CAPTION_PRESETS, CUSTOM_QUESTION, DEFAULT_QUESTION, ENHANCE_INSTRUCTION, ENHANCE_WITH_IMAGE
 
 
 def chat_query(question: str, num_tiles: int) -> str:
@@ -29,38 +28,37 @@ def preset_questions(tokenizer, preset: str = CUSTOM_QUESTION, question: str = D
     return [line.strip() for line in text.splitlines() if line.strip()] or [DEFAULT_QUESTION]
 
 
-def captions(mllm, tokenizer, questions: list[str], images: list, **kwargs) -> list[str]:
-    """Every question about every image → answers ordered image by image, and for each image question by question
-    (answer[i·len(questions) + j] is question j about image i).
-
-    questions: checked texts (see `preset_questions`). Each image is encoded once; all answers come from one
-    batched generate. kwargs: those of chat.answer (max_tiles, max_new_tokens, temperature, seed, cache, ...).
-    """
-    if not images:
+def caption_rows(questions: list[str], images: int) -> list[Question]:
+    """Every question about every image, image by image and for each image question by question (row
+    i·len(questions) + j is question j about image i)."""
+    if images < 1:
         raise OpenUniError("No image to caption; connect at least one image.")
-    rows = [Question(q, i) for i in range(len(images)) for q in questions]
-    return answer(mllm, tokenizer, list(images), rows, **kwargs)
+    return [Question(q, i) for i in range(images) for q in questions]
+
+
+def captions(mllm, tokenizer, questions: list[str], images: list, **kwargs) -> list[str]:
+    """Every question (checked texts, see `preset_questions`) about every image → answers in `caption_rows` order,
+    from one batched generate, each image encoded once. kwargs: those of chat.answer."""
+    return answer(mllm, tokenizer, list(images), caption_rows(questions, len(images)), **kwargs)
 
 
 def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, **kwargs) -> str:
     """One question about one image → the answer (an empty question asks for a detailed caption, and the whole text
     is one question). image: a [H,W,C] tensor in 0..1, a PIL image or a path. kwargs: those of chat.answer."""
-    question = check_user_text(tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
-    return captions(mllm, tokenizer, [question], [image], **kwargs)[0]
+    return captions(mllm, tokenizer, [single_question(tokenizer, question)], [image], **kwargs)[0]
 
 
-def enhance_message(prompt: str, with_image: bool) -> str:
-    """Our instruction (options.ENHANCE_INSTRUCTION) around the user's idea."""
-    return f"{ENHANCE_INSTRUCTION}{' ' + ENHANCE_WITH_IMAGE if with_image else ''}\n\nIdea: {prompt}"
+def single_question(tokenizer, question) -> str:
+    return check_user_text(tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
 
 
-def enhance_prompt(mllm, tokenizer, prompt: str, images: list | None = None, *,
-                   max_new_tokens: int = DEFAULT_ENHANCE_MAX_NEW_TOKENS, **kwargs) -> list[str]:
-    """A short prompt (and optionally reference images) → a detailed image-generation prompt, one per image (one
-    without images). An empty answer gives back the short prompt. kwargs: those of chat.answer."""
-    prompt = check_message(tokenizer, prompt, "prompt")
-    images = list(images or [])
-    message = enhance_message(prompt, bool(images))
-    rows = [Question(message, i) for i in range(len(images))] or [Question(message)]
-    texts = answer(mllm, tokenizer, images, rows, max_new_tokens=max_new_tokens, **kwargs)
+def enhance_rows(prompt: str, images: int) -> list[Question]:
+    """Our instruction (options.ENHANCE_INSTRUCTION, plus ENHANCE_WITH_IMAGE with an image) and the user's idea, about
+    each image or once without one. prompt: checked text (chat.check_message)."""
+    instruction = f"{ENHANCE_INSTRUCTION} {ENHANCE_WITH_IMAGE}" if images else ENHANCE_INSTRUCTION
+    return message_rows(f"{instruction}\n\nIdea: {prompt}", images)
+
+
+def enhanced(texts: list[str], prompt: str) -> list[str]:
+    """The enhanced prompts; an empty answer gives back the short prompt (an empty prompt would draw from nothing)."""
     return [t or prompt for t in texts]

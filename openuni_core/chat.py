@@ -137,20 +137,40 @@ def image_key(pil) -> str:
     return f"{hashlib.sha256(pil.tobytes()).hexdigest()}:{pil.size}"
 
 
-@torch.no_grad()
-def answer(mllm, tokenizer, images: list, questions: list[Question], *, system: str = "",
-           max_tiles: int = DEFAULT_MAX_TILES, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0,
-           seed: int = 0, use_thumbnail: bool = True, cache: AnswerCache | None = None,
-           progress: Callable[[int, int], None] | None = None,
-           interrupt: Callable[[], None] | None = None) -> list[str]:
-    """Answers to `questions` (checked texts, see `check_message`), in their order: text without special tokens,
-    stripped.
+def context_length(mllm) -> int:
+    """The LLM's context in tokens (prompt and answer together)."""
+    return int(mllm.config.text_config.max_position_embeddings)
 
-    images: what Question.image indexes ([H,W,C] tensors in 0..1, PIL images or paths), each tiled into up to
-    max_tiles views of 448×448. temperature below options.GREEDY_BELOW decodes greedily (and uses `cache`);
-    otherwise each answer is sampled with `seed`. progress(tokens, total) after each generated token of the batch
-    (total: answers to generate × max_new_tokens); interrupt() raises to stop. Raises OpenUniError for bad settings
-    or images, and when a question does not fit the context (checked before any image work).
+
+@dataclass
+class Batch:
+    """One call's rows, checked and tokenized, with what the cache already knows: everything decided before any
+    model work (`prepare`), so a bad input fails, and a fully cached call returns, without touching the model."""
+
+    rows: list  # each question's row key (image key or None, text, settings), in the caller's order
+    ids: dict  # distinct row key → prompt token ids
+    answers: dict  # row key → answer, from the cache so far
+    todo: list  # row keys to generate
+    images: dict  # image key → PIL image, for the rows to generate
+    new_tokens: int
+    temperature: float | None  # None: greedy
+    seed: int
+    max_tiles: int
+    use_thumbnail: bool
+    cache: AnswerCache | None
+
+    def result(self) -> list[str]:
+        return [self.answers[k] for k in self.rows]
+
+
+def prepare(tokenizer, context: int, images: list, questions: list[Question], *, system: str = "",
+            max_tiles: int = DEFAULT_MAX_TILES, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0,
+            seed: int = 0, use_thumbnail: bool = True, cache: AnswerCache | None = None) -> Batch:
+    """Check and tokenize `questions` (checked texts, see `check_message`) about `images` ([H,W,C] tensors in 0..1,
+    PIL images or paths; Question.image indexes them), and look greedy rows up in `cache`. No model work.
+
+    context: the LLM's context (`context_length`). Raises OpenUniError for bad settings or images, and when a row
+    does not fit the context. The same question about the same pixels becomes one row.
     """
     check_settings(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature)
     pils = [to_pil(im) for im in images]
@@ -159,35 +179,55 @@ def answer(mllm, tokenizer, images: list, questions: list[Question], *, system: 
     greedy = temperature < GREEDY_BELOW
     settings = (system, max_tiles, use_thumbnail, max_new_tokens) if greedy else (system, max_tiles, use_thumbnail,
                                                                                   max_new_tokens, temperature, seed)
-    row_keys = [(None if q.image is None else keys[q.image], q.text, settings) for q in questions]
-    ids = {}  # row key → prompt token ids; the same question about the same pixels is generated once
-    for q, key in zip(questions, row_keys):
+    rows = [(None if q.image is None else keys[q.image], q.text, settings) for q in questions]
+    ids = {}
+    for q, key in zip(questions, rows):
         if key not in ids:
-            ids[key] = _prompt_ids(tokenizer, mllm, q, 0 if q.image is None else tiles[q.image], system)
+            ids[key] = _prompt_ids(tokenizer, context, q, 0 if q.image is None else tiles[q.image], system)
     answers = {k: cache.get(k) for k in ids} if cache is not None and greedy else {}
     todo = [k for k in ids if answers.get(k) is None]
-    if todo:
-        context = int(mllm.config.text_config.max_position_embeddings)
-        new_tokens = min(max_new_tokens, context - max(len(ids[k]) for k in todo))
-        by_image = {keys[q.image]: q.image for q in questions if q.image is not None}
-        features = _image_features(mllm, [(k, pils[by_image[k]]) for k in dict.fromkeys(k[0] for k in todo) if k],
-                                   max_tiles, use_thumbnail)
-        total = len(todo) * new_tokens
-        for start in range(0, len(todo), MAX_CHAT_ROWS):
-            chunk = todo[start:start + MAX_CHAT_ROWS]
-            texts = _generate(mllm, tokenizer, [ids[k] for k in chunk], [features.get(k[0]) for k in chunk],
-                              new_tokens=new_tokens, temperature=None if greedy else temperature, seed=seed,
-                              hooks=_ProgressAndInterrupt(start * new_tokens, len(chunk), total, progress, interrupt))
-            answers.update(zip(chunk, texts))
-        if cache is not None and greedy:
-            for k in todo:
-                cache.put(k, answers[k])
-    return [answers[k] for k in row_keys]
+    needed = {k[0] for k in todo}
+    new_tokens = min(max_new_tokens, context - max(len(ids[k]) for k in todo)) if todo else max_new_tokens
+    return Batch(rows, ids, answers, todo, {k: p for k, p in zip(keys, pils) if k in needed}, new_tokens,
+                 None if greedy else temperature, seed, max_tiles, use_thumbnail, cache if greedy else None)
 
 
-def _prompt_ids(tokenizer, mllm, q: Question, tiles: int, system: str) -> list[int]:
+@torch.no_grad()
+def generate_answers(mllm, tokenizer, batch: Batch, progress: Callable[[int, int], None] | None = None,
+                     interrupt: Callable[[], None] | None = None) -> list[str]:
+    """The batch's answers in row order: text without special tokens, stripped. Rows not cached are generated
+    together (up to options.MAX_CHAT_ROWS per generate), each image through the vision tower once; greedy answers go
+    into the cache. progress(tokens, total) after each generated token of the batch (total: rows to generate ×
+    new tokens); interrupt() raises to stop."""
+    if batch.todo:
+        features = _image_features(mllm, list(batch.images.items()), batch.max_tiles, batch.use_thumbnail)
+        total, step = len(batch.todo) * batch.new_tokens, MAX_CHAT_ROWS
+        for start in range(0, len(batch.todo), step):
+            chunk = batch.todo[start:start + step]
+            hooks = _ProgressAndInterrupt(start * batch.new_tokens, len(chunk), total, progress, interrupt)
+            texts = _generate(mllm, tokenizer, [batch.ids[k] for k in chunk], [features.get(k[0]) for k in chunk],
+                              new_tokens=batch.new_tokens, temperature=batch.temperature, seed=batch.seed, hooks=hooks)
+            batch.answers.update(zip(chunk, texts))
+        for k in batch.todo if batch.cache is not None else ():
+            batch.cache.put(k, batch.answers[k])
+    return batch.result()
+
+
+def answer(mllm, tokenizer, images: list, questions: list[Question], *, progress=None, interrupt=None,
+           **settings) -> list[str]:
+    """`prepare` then `generate_answers`: answers to `questions` about `images`, in order. settings: those of
+    `prepare` (system, max_tiles, max_new_tokens, temperature, seed, use_thumbnail, cache)."""
+    batch = prepare(tokenizer, context_length(mllm), images, questions, **settings)
+    return generate_answers(mllm, tokenizer, batch, progress, interrupt)
+
+
+def message_rows(message: str, images: int) -> list[Question]:
+    """The message about each of `images` images, or once as a text-only turn when there are none."""
+    return [Question(message, i) for i in range(images)] or [Question(message)]
+
+
+def _prompt_ids(tokenizer, context: int, q: Question, tiles: int, system: str) -> list[int]:
     ids = tokenizer(conversation(q.text, tiles, system), add_special_tokens=True).input_ids
-    context = int(mllm.config.text_config.max_position_embeddings)
     if len(ids) >= context:
         what = "question" if q.image is not None else "message"
         image = f" with {tiles} image tiles ({TOKENS_PER_TILE} tokens each)" if tiles else ""
@@ -245,11 +285,9 @@ def _generate(mllm, tokenizer, ids: list[list[int]], features: list[torch.Tensor
     sampling = [] if temperature is None else [_SeededSampling(len(rows), temperature, seed, device)]
     out = mllm.generate(inputs_embeds=inputs, attention_mask=mask, generation_config=config,
                         logits_processor=LogitsProcessorList(sampling), stopping_criteria=StoppingCriteriaList([hooks]))
-    texts = []
-    for row in out.tolist():  # with only inputs_embeds given, generate returns the new tokens alone
-        row = row[:row.index(im_end)] if im_end in row else row
-        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    return texts
+    # With only inputs_embeds given, generate returns the new tokens alone; a finished row continues with padding,
+    # and both it and <|im_end|> are special tokens, dropped when decoding.
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out.tolist()]
 
 
 def chat(mllm, tokenizer, message: str, images: list | None = None, *, system: str = "", **kwargs) -> list[str]:
@@ -259,5 +297,4 @@ def chat(mllm, tokenizer, message: str, images: list | None = None, *, system: s
     """
     message, system = check_message(tokenizer, message), check_system(tokenizer, system)
     images = list(images or [])
-    rows = [Question(message, i) for i in range(len(images))] or [Question(message)]
-    return answer(mllm, tokenizer, images, rows, system=system, **kwargs)
+    return answer(mllm, tokenizer, images, message_rows(message, len(images)), system=system, **kwargs)

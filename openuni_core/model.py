@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 
 from . import captioning, chat as chat_ops, sampling, vae as vae_ops
-from .conditioning import QueryConditioning, check_user_text
+from .conditioning import QueryConditioning
 from .errors import OpenUniError
-from .images import to_pil
-from .options import (CUSTOM_QUESTION, DEFAULT_CFG, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, DEFAULT_QUESTION,
-                      DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION)
+from .options import (CUSTOM_QUESTION, DEFAULT_CFG, DEFAULT_ENHANCE_MAX_NEW_TOKENS, DEFAULT_QUESTION, DEFAULT_SAMPLER,
+                      DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION)
 from .placement import Placement
 from .prompt_encoder import PromptEncoder, as_image_list
 from .variants import Variant
@@ -139,38 +138,45 @@ class OpenUniModel:
         return self.decode(self.sample(positive, negative_cond, cfg=cfg, **kwargs))
 
     # ----- understanding ---------------------------------------------------------------------------------------
-    # Settings, texts and images are checked before the MLLM is placed on its device; greedy answers are cached
-    # (chat.AnswerCache), so a repeated question about an unchanged image costs no forward.
-    # kwargs of these methods: those of chat.answer (max_tiles, max_new_tokens, temperature, seed, progress, ...).
-    def _understand(self, what: str, task, images, *args, **kwargs):
-        chat_ops.check_settings(max_tiles=kwargs.get("max_tiles", DEFAULT_MAX_TILES),
-                                max_new_tokens=kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
-                                temperature=kwargs.get("temperature", 0.0))
-        pils = None if images is None else [to_pil(im) for im in as_image_list(images)]
+    # Settings, texts, images and lengths are checked, and the answer cache consulted, before the MLLM is placed on
+    # its device (chat.prepare); a fully cached call places nothing. kwargs of these methods: max_tiles,
+    # max_new_tokens, temperature, seed, progress, interrupt (see chat.prepare and chat.generate_answers).
+    def _answer(self, what: str, images: list, rows: list, *, progress=None, interrupt=None, **settings) -> list[str]:
+        batch = chat_ops.prepare(self.tokenizer, chat_ops.context_length(self.mllm), images, rows,
+                                 use_thumbnail=self.use_thumbnail, cache=self.answers, **settings)
+        if not batch.todo:
+            return batch.result()
         with self.placement.use("mllm", what):
-            return task(self.mllm, self.tokenizer, *args, images=pils, use_thumbnail=self.use_thumbnail,
-                        cache=self.answers, **kwargs)
+            return chat_ops.generate_answers(self.mllm, self.tokenizer, batch, progress, interrupt)
 
     def caption(self, image, question: str = DEFAULT_QUESTION, **kwargs) -> str:
         """One question about one image → the answer text (the whole question is one question; empty: a detailed
         caption). image: a [H,W,C] tensor in 0..1, a PIL image or a path."""
-        question = check_user_text(self.tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
-        return self._understand("captioning", captioning.captions, [image], [question], **kwargs)[0]
+        question = captioning.single_question(self.tokenizer, question)
+        return self._answer("captioning", [image], captioning.caption_rows([question], 1), **kwargs)[0]
 
     def captions(self, images, question: str = DEFAULT_QUESTION, *, preset: str = CUSTOM_QUESTION,
                  **kwargs) -> list[str]:
         """Images (one, a list or a [B,H,W,C] batch) × the preset's questions (custom: one per line of `question`) →
-        answers image by image, question by question (captioning.captions). Each image is encoded once."""
+        answers image by image, question by question (captioning.caption_rows), from one batched generate, each
+        image encoded once."""
         questions = captioning.preset_questions(self.tokenizer, preset, question)
-        return self._understand("captioning", captioning.captions, images, questions, **kwargs)
+        images = as_image_list(images)
+        return self._answer("captioning", images, captioning.caption_rows(questions, len(images)), **kwargs)
 
     def chat(self, message: str, images=None, *, system: str = "", **kwargs) -> list[str]:
-        """A message (optionally about images) → one answer per image, or one for a text-only message (chat.chat)."""
+        """A message (optionally about images) → one answer per image, or one for a text-only message. system: ""
+        for InternVL3's own system prompt."""
         message, system = chat_ops.check_message(self.tokenizer, message), chat_ops.check_system(self.tokenizer, system)
-        return self._understand("chatting", chat_ops.chat, images, message, system=system, **kwargs)
+        images = [] if images is None else as_image_list(images)
+        return self._answer("chatting", images, chat_ops.message_rows(message, len(images)), system=system, **kwargs)
 
-    def enhance_prompt(self, prompt: str, images=None, **kwargs) -> list[str]:
+    def enhance_prompt(self, prompt: str, images=None, *, max_new_tokens: int = DEFAULT_ENHANCE_MAX_NEW_TOKENS,
+                       **kwargs) -> list[str]:
         """A short prompt (optionally with reference images) → detailed generation prompts, one per image
-        (captioning.enhance_prompt)."""
+        (captioning.enhance_rows; an empty answer gives back the short prompt)."""
         prompt = chat_ops.check_message(self.tokenizer, prompt, "prompt")
-        return self._understand("enhancing the prompt", captioning.enhance_prompt, images, prompt, **kwargs)
+        images = [] if images is None else as_image_list(images)
+        texts = self._answer("enhancing the prompt", images, captioning.enhance_rows(prompt, len(images)),
+                             max_new_tokens=max_new_tokens, **kwargs)
+        return captioning.enhanced(texts, prompt)

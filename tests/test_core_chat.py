@@ -108,15 +108,17 @@ def test_batched_rows_equal_sequential_generate_and_encode_each_image_once(fresh
     assert llm[0] <= 10  # one batched generate: one forward per new token, not one per row
 
 
-def test_several_questions_encode_the_image_once_and_a_repeat_costs_no_forward(fresh):
-    """Catches: per-question image encoding, a cache that ignores pixels, questions or settings, caching samples."""
+def test_several_questions_encode_the_image_once_and_a_repeat_costs_no_forward(fresh, monkeypatch):
+    """Catches: per-question image encoding, a cache that ignores pixels, questions or settings, caching samples,
+    a cached call that still places the MLLM on its device."""
     image = torch.rand(120, 480, 3)
     for n in (1, 4):
         fresh.answers.clear()
         with counting_vision_forwards(fresh) as vision:
             answers = fresh.captions(image, "\n".join(["What?", "Where?", "Why?", "Who?"][:n]), max_new_tokens=6)
         assert len(answers) == n and vision[0] == 1
-    with counting_vision_forwards(fresh) as vision, counting_llm_forwards(fresh) as llm:
+    with monkeypatch.context() as m, counting_vision_forwards(fresh) as vision, counting_llm_forwards(fresh) as llm:
+        m.setattr(fresh.placement, "use", lambda *a, **k: pytest.fail("the MLLM was placed for cached answers"))
         again = fresh.captions(image, "What?\nWhere?\nWhy?\nWho?", max_new_tokens=6)
     assert again == answers and vision[0] == 0 and llm[0] == 0
     changed = image.clone()
@@ -244,9 +246,11 @@ def test_custom_questions_one_per_line_in_image_then_question_order(fresh):
         "nan image", "max_new_tokens 0", "enhance empty", "enhance control token", "enhance temperature",
         "unknown preset", "control token on a second line"])
 def test_bad_input_is_refused_with_one_line_before_any_forward(fresh, monkeypatch, call, message):
-    """The same checks and messages as captioning, one line each, before any image work or generation. Catches: a
-    check moved after the vision tower or generate, a message that loses its fix, a missing check (e.g. the system
+    """The same checks and messages as captioning, one line each, before the MLLM is placed on its device (with an
+    offload setting that copies it to the GPU) and before any image work or generation. Catches: a check moved after
+    placement, the vision tower or generate, a message that loses its fix, a missing check (e.g. the system
     prompt's control tokens)."""
+    monkeypatch.setattr(fresh.placement, "use", lambda *a, **k: pytest.fail("the MLLM was placed on its device"))
     monkeypatch.setattr(fresh.mllm.model, "get_image_features", lambda *a, **k: pytest.fail("image work started"))
     monkeypatch.setattr(fresh.mllm, "generate", lambda *a, **k: pytest.fail("generation started"))
     with pytest.raises(OpenUniError, match=message) as e:

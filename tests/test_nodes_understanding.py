@@ -137,3 +137,16 @@ def test_bad_input_gets_one_clear_line(env, model, node, inputs, message):
 
     with pytest.raises(OpenUniError, match=message):
         env.call(node, model=model, **{**SAMPLED, **inputs})
+
+
+def test_readme_quotes_what_the_presets_and_the_enhancer_ask(env):
+    """README, tooltips and engine agree. Catches: a preset question or the enhance instruction reworded in one place."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    kind, opts = env.pack.NODE_CLASS_MAPPINGS["OpenUniCaption"].INPUT_TYPES()["optional"]["preset"]
+    for preset in kind:
+        if preset != "custom question":
+            assert f"| {preset} | {quoted(opts['tooltip'], f'{preset}: ')} |" in readme, preset
+    enhance = env.pack.NODE_CLASS_MAPPINGS["OpenUniPromptEnhance"].INPUT_TYPES()
+    row = next(line for line in readme.splitlines() if line.startswith("| Prompt Enhance |"))
+    assert f"| Prompt Enhance | {quoted(enhance['required']['prompt'][1]['tooltip'], 'The model is asked: ')}" in row
+    assert quoted(enhance["optional"]["image"][1]["tooltip"], "the instruction then adds ") in row
