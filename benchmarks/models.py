@@ -359,8 +359,10 @@ def write_checkpoint(path: Path, v: BenchVariant, seed: int, log=print) -> None:
     tmp.rename(path)
 
 
-def ensure_models(variant: str, cache: Path | None = None, *, seed: int = 0, log=print) -> BenchPaths:
-    """Write (once) and return the real-size random model files of one variant."""
+def ensure_models(variant: str, cache: Path | None = None, *, seed: int = 0, mllm_only: bool = False,
+                  log=print) -> BenchPaths:
+    """Write (once) and return the real-size random model files of one variant (mllm_only: only its InternVL3,
+    for the sections that need nothing else; the other paths are then where the files would be)."""
     if variant not in BENCH_VARIANTS:
         raise ValueError(f"unknown benchmark variant {variant!r}; choose from {list(BENCH_VARIANTS)}")
     v = BENCH_VARIANTS[variant]
@@ -379,13 +381,15 @@ def ensure_models(variant: str, cache: Path | None = None, *, seed: int = 0, log
     announce_writes([(name, size()) for name, size in todo], cache, log)
     if not _done(mllm):
         write_internvl(mllm, v.mllm, seed + 11 * len(v.mllm), log=log)
+    note = json.loads((mllm / ".bench_complete").read_text()).get("tokenizer", "")
+    if mllm_only:
+        return BenchPaths(variant, ckpt, mllm, sana, vae, tokenizer_note=note)
     if not _done(sana):
         write_sana(sana, v.sana, seed + 101 + len(v.sana), log=log)
     if not _done(vae):
         write_dcae(vae, seed + 202, log=log)
     if not ckpt.is_file():
         write_checkpoint(ckpt, v, seed + 303 + len(v.checkpoint), log=log)
-    note = json.loads((mllm / ".bench_complete").read_text()).get("tokenizer", "")
     return BenchPaths(variant, ckpt, mllm, sana, vae, tokenizer_note=note)
 
 

@@ -17,9 +17,12 @@ On real-size models with random weights (written once by `benchmarks/models.py`)
               the loaded parameters, so it runs anywhere).                                    (placement.py)
 5. cuda     — peak VRAM and time per memory policy (all on GPU, MLLM offload, sequential offload), per
               variant and size; only on CUDA.                                                 (cuda_memory.py)
-6. tiling   — DC-AE decode/encode at 2048² tiled vs untiled (real-size DC-AE, fresh processes): peak
+6. captioning — captions per second for 8 images, one call per image (sequential) vs one batched call, on the
+              variant's InternVL3 alone; whether the answers are identical; a cached repeat's forwards.
+                                                                                              (captioning.py)
+7. tiling   — DC-AE decode/encode at 2048² tiled vs untiled (real-size DC-AE, fresh processes): peak
               memory, time, max |Δ|.                                                          (tiling.py)
-7. compile  — ours with the core's torch.compile switch against eager ours (only with --compile).
+8. compile  — ours with the core's torch.compile switch against eager ours (only with --compile).
                                                                                               (compare.py)
 
 This file parses the arguments and runs the sections; targets.py writes the summary table and the verdicts,
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from .captioning import bench_captioning
 from .common import PROBE_TAG, Report, Settings, machine_info
 from .compare import bench_compare, bench_compile, bench_repeat
 from .cuda_memory import bench_cuda_memory
@@ -45,7 +49,7 @@ from .targets import summary_table, target_lines
 from .tiling import bench_tiling, probe_tiling
 
 
-SECTIONS = ("compare", "repeat", "load", "placement", "cuda", "tiling", "compile")
+SECTIONS = ("compare", "repeat", "load", "placement", "cuda", "captioning", "tiling", "compile")
 VARIANT_ALIASES = {"B-512": "OpenUni-B-512", "L-512": "OpenUni-L-512", "L-1024": "OpenUni-L-1024"}
 
 
@@ -109,8 +113,10 @@ def run(args) -> Report:
                f"load average at start {h.get('load_average')}")
     report.say(f"# {dtype_name}, {steps} steps, cfg {args.cfg}, variants {', '.join(names)}, sections {', '.join(sorted(sections))}")
     quiet = args.quiet_wait if args.quiet_wait is not None else (0 if args.tiny or device.type == "cuda" else 300)
+    captioned = set()  # InternVL3 folders already benchmarked (L-512 and L-1024 share InternVL3-2B)
     for name in names:
-        paths = tiny_models(cache / "tiny") if args.tiny else ensure_models(name, cache)
+        mllm_only = sections & {"compare", "repeat", "compile", "placement", "load", "cuda"} == set()
+        paths = tiny_models(cache / "tiny") if args.tiny else ensure_models(name, cache, mllm_only=mllm_only)
         if paths.tokenizer_note:
             report.say(f"[{name}] tokenizer: {paths.tokenizer_note}")
         s = Settings(steps=steps, cfg=args.cfg, size=args.size or _native(name), repeats=repeats, dtype=dtype_name,
@@ -132,6 +138,9 @@ def run(args) -> Report:
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+        if "captioning" in sections and paths.mllm not in captioned:
+            captioned.add(paths.mllm)
+            res["captioning"] = bench_captioning(paths.mllm, name, s, report, new_tokens=4 if args.tiny else 32)
         if "load" in sections:
             res["load"] = bench_load(paths, name, s, report,
                                      ensure_hf=lambda: ensure_internvl_hf(cache, _mllm_name(name), seed=0))

@@ -4,6 +4,7 @@ this run measured and "met" or "MISSED". Reads only `Report.header` and `Report.
 
 from __future__ import annotations
 
+from .captioning import captioning_target_lines
 from .common import FP32_IMAGE_TOLERANCE, Report, gb
 
 
@@ -61,6 +62,8 @@ def target_lines(report: Report) -> list[str]:
         if rp:
             out.append(f"- {name} repeat run does zero LLM forwards: {rp['ours_llm_forwards']} → "
                        f"{'met' if rp['ours_llm_forwards'] == 0 else 'MISSED'}")
+        if r.get("captioning"):
+            out += captioning_target_lines(name, r["captioning"])
         if ld:
             o = ld["ours"]
             if ld["ratio"] is not None:

@@ -7,6 +7,7 @@ built on ComfyUI's own model classes and memory management when the loader runs.
 
 from . import model_files
 from .caption import OpenUniCaption
+from .chat import OpenUniChat, OpenUniPromptEnhance
 from .encode import OpenUniImageEditEncode, OpenUniTextEncode
 from .loader import OpenUniModelLoader
 from .native_nodes import OpenUniDPMSolverSampler, OpenUniEmptyLatent, OpenUniLoraLoader, OpenUniScheduler
@@ -25,6 +26,8 @@ NODE_CLASS_MAPPINGS = {
     "OpenUniScheduler": OpenUniScheduler,
     "OpenUniDPMSolverSampler": OpenUniDPMSolverSampler,
     "OpenUniLoraLoader": OpenUniLoraLoader,
+    "OpenUniChat": OpenUniChat,
+    "OpenUniPromptEnhance": OpenUniPromptEnhance,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -39,6 +42,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "OpenUniScheduler": "OpenUni Scheduler",
     "OpenUniDPMSolverSampler": "OpenUni DPM-Solver++ (sampler)",
     "OpenUniLoraLoader": "OpenUni LoRA Loader (model only)",
+    "OpenUniChat": "OpenUni Chat",
+    "OpenUniPromptEnhance": "OpenUni Prompt Enhance",
 }
 
 model_files.register_folders()

@@ -1,58 +1,42 @@
-"""OpenUni Caption: InternVL3 chat describes an image or answers a question about it → STRING."""
+"""OpenUni Caption: InternVL3 describes images or answers questions about them → STRING (a list)."""
 
 from __future__ import annotations
 
-from . import comfy_services as comfy
-from .common import CATEGORY, MODEL_TOOLTIP, MODEL_TYPE, image_list, refuse_huge, require_model, text_input
-from ..openuni_core.options import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, DEFAULT_QUESTION, MAX_NEW_TOKENS,
-                                    MAX_TEMPERATURE, MAX_TILES, SEED_MAX)
+from .common import require_model, text_input
+from .understanding import AnswerNode, answer_inputs, images_or_none, run
+from ..openuni_core.options import CAPTION_PRESETS, CUSTOM_QUESTION, DEFAULT_CAPTION_PRESET, DEFAULT_QUESTION
 
-PROGRESS_INTERVAL = 0.1  # seconds between progress-bar messages while tokens stream
+PRESET_TOOLTIP = ("What to ask. " + "; ".join(f"{name}: '{q}'" for name, q in CAPTION_PRESETS.items() if q)
+                  + f"; {CUSTOM_QUESTION}: the question box, one question per line.")
 
 
-class OpenUniCaption:
-    DESCRIPTION = ("Describes an image or answers a question about it with OpenUni's InternVL3 (the 'understanding' "
-                   "half). A batch gives one answer per image; the text is shown on the node and can feed a prompt.")
-    CATEGORY = CATEGORY
+class OpenUniCaption(AnswerNode):
+    DESCRIPTION = ("Describes images or answers questions about them with OpenUni's InternVL3 (the 'understanding' "
+                   "half): presets for captions, tags and text reading, or your own questions, one per line. All "
+                   "answers come from one batched run and each image is read once. The text is shown on the node "
+                   "and can feed a prompt.")
     FUNCTION = "caption"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("text",)
-    OUTPUT_IS_LIST = (True,)
-    OUTPUT_TOOLTIPS = ("One answer per input image (a list: nodes downstream run once per answer).",)
-    OUTPUT_NODE = True
+    OUTPUT_TOOLTIPS = ("The answers image by image, and for each image question by question (a list: nodes "
+                       "downstream run once per answer).",)
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (MODEL_TYPE, {"tooltip": MODEL_TOOLTIP}),
-            "image": ("IMAGE", {"tooltip": "The image(s) to describe; each image is answered separately."}),
-            "question": ("STRING", {"multiline": True, "default": DEFAULT_QUESTION,
-                                    "tooltip": "What to ask about the image. Empty asks for a detailed caption."}),
-            "max_tiles": ("INT", {"default": DEFAULT_MAX_TILES, "min": 1, "max": MAX_TILES,
-                                  "tooltip": "InternVL splits the image into up to this many 448×448 tiles (plus a "
-                                             "thumbnail); more tiles read finer detail but take longer."}),
-            "max_new_tokens": ("INT", {"default": DEFAULT_MAX_NEW_TOKENS, "min": 1, "max": MAX_NEW_TOKENS,
-                                       "tooltip": "Longest answer, in tokens."}),
-            "temperature": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_TEMPERATURE, "step": 0.05,
-                                      "tooltip": "0 = greedy (same answer every time); higher = more varied."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": False,
-                             "tooltip": "Seed for sampling when temperature is above 0."}),
-        }}
+        question = ("STRING", {"multiline": True, "default": DEFAULT_QUESTION,
+                               "tooltip": f"With the '{CUSTOM_QUESTION}' preset: what to ask, one question per line "
+                                          "(each gets its own answer). Empty asks for a detailed caption. Other "
+                                          "presets ignore this box."})
+        # `preset` is optional and last, so saved workflows from before presets load unchanged (their widget values
+        # are positional) and API prompts without it still validate.
+        return answer_inputs(
+            {"question": question},
+            image=("IMAGE", {"tooltip": "The image(s) to describe; each image is answered separately."}),
+            optional={"preset": (list(CAPTION_PRESETS), {"default": DEFAULT_CAPTION_PRESET,
+                                                         "tooltip": PRESET_TOOLTIP})})
 
-    def caption(self, model, image, question, max_tiles, max_new_tokens, temperature, seed):
+    def caption(self, model, image, question, max_tiles, max_new_tokens, temperature, seed,
+                preset=DEFAULT_CAPTION_PRESET):
         require_model(model)
         question = text_input(question, "question")
-        images = image_list(image)
-        refuse_huge(images)
-        progress = comfy.Progress(len(images) * max_new_tokens, interval=PROGRESS_INTERVAL)
-        interrupt = comfy.interrupt_hook()
-        answers = []
-        for i, one in enumerate(images):
-            offset = i * max_new_tokens
-            answers.append(model.caption(one, question, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
-                                         temperature=temperature, seed=seed,
-                                         progress=lambda n, _total, o=offset: progress.update(o + n),
-                                         interrupt=interrupt))
-            progress.update(offset + max_new_tokens)
-        progress.done()
-        return {"ui": {"text": answers}, "result": (answers,)}
+        images = images_or_none(image)
+        return run(lambda **kw: model.captions(images, question, preset=preset, **kw), images, max_new_tokens,
+                   max_tiles=max_tiles, temperature=temperature, seed=seed)

@@ -1,4 +1,4 @@
-"""Command line: `python -m openuni_core {generate,caption,demo}` (README: Command line).
+"""Command line: `python -m openuni_core {generate,caption,chat,demo}` (README: Command line).
 
 Every verb runs through `main`, which turns whatever stops it into one line on stderr and an exit status:
 OpenUniError (something the user can fix; the message names the fix), a missing or too old package and running
@@ -19,11 +19,12 @@ import sys
 import traceback
 
 from .cli_caption import add_caption
+from .cli_chat import add_chat
 from .cli_common import STATUS, Parser, say
 from .cli_generate import add_demo, add_generate
 
 PROG = "python -m openuni_core"
-VERBS = [add_generate, add_caption, add_demo]
+VERBS = [add_generate, add_caption, add_chat, add_demo]
 
 
 def main(argv=None) -> int:

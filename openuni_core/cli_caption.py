@@ -16,7 +16,7 @@ def add_caption(sub) -> None:
 
 
 def cmd_caption(args) -> int:
-    from . import captioning
+    from . import captioning, chat
     from . import cli_checks as checks
     from .devices import resolve_device, resolve_dtype
     from .internvl import inspect_internvl_folder, load_internvl
@@ -29,8 +29,9 @@ def cmd_caption(args) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     info = inspect_internvl_folder(args.mllm)
-    captioning.chat_prompt_ids(*checks.tokenizer_and_context(info), args.question, image.width, image.height,
-                               args.max_tiles, info.use_thumbnail)
+    tokenizer, context = checks.tokenizer_and_context(info)  # the question is checked before the weights load
+    rows = captioning.caption_rows([captioning.single_question(tokenizer, args.question)], 1)
+    chat.prepare(tokenizer, context, [image], rows, max_tiles=args.max_tiles, use_thumbnail=info.use_thumbnail)
 
     say(f"[OpenUni] loading InternVL3 ({info.format} format) from {info.path}")
     mllm, tokenizer, info = load_internvl(info.path, dtype=dtype)

@@ -2,7 +2,7 @@
 run's texts (against the tokenizer alone). Each check raises OpenUniError with one line naming the flag and the fix.
 
 The checks on model files and texts are the engine's own (files.check_present, loading.inspect_openuni,
-prompt_encoder.PromptRules, captioning.chat_prompt_ids), called early with what they need: configs and a
+prompt_encoder.PromptRules, chat.prepare), called early with what they need: configs and a
 tokenizer, which load in well under a second, against minutes for the weights.
 """
 

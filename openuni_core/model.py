@@ -12,13 +12,14 @@ from typing import Callable
 
 import torch
 
-from . import captioning, inpaint, sampling, vae as vae_ops
+from . import captioning, chat as chat_ops, inpaint, sampling, vae as vae_ops
 from .conditioning import QueryConditioning
 from .errors import OpenUniError
-from .options import DEFAULT_CFG, DEFAULT_QUESTION, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION
+from .options import (CUSTOM_QUESTION, DEFAULT_CFG, DEFAULT_ENHANCE_MAX_NEW_TOKENS, DEFAULT_QUESTION, DEFAULT_SAMPLER,
+                      DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION)
 from .placement import Placement
 from .precision import check_finite, recovering
-from .prompt_encoder import PromptEncoder
+from .prompt_encoder import PromptEncoder, as_image_list
 from .variants import Variant
 
 
@@ -41,6 +42,7 @@ class OpenUniModel:
         self.placement = Placement({"mllm": [mllm, bridge], "sana": [transformer], "vae": [vae]}, devices, offload,
                                    streamed=mllm, on_host=self.embedding_tables)
         self.prompts = PromptEncoder(mllm, tokenizer, bridge, self.placement, model_id, log=lambda s: self.log(s))
+        self.answers = chat_ops.AnswerCache()  # greedy answers, see chat.AnswerCache
 
     @property
     def dtype(self) -> torch.dtype:
@@ -163,17 +165,54 @@ class OpenUniModel:
         return self.decode(self.sample(positive, negative_cond, cfg=cfg, **kwargs))
 
     # ----- understanding ---------------------------------------------------------------------------------------
-    def caption(self, image, question: str = DEFAULT_QUESTION, **kwargs) -> str:
-        """InternVL3 chat about one image → text (kwargs: those of captioning.caption). The logits of every token
-        are checked for inf/NaN (an fp16 overflow re-runs the caption in a wider dtype, see precision.py)."""
-        def run() -> str:
-            head = self.mllm.get_output_embeddings()
-            hook = head.register_forward_hook(lambda m, args, out: check_finite(out, "mllm", "while captioning"))
+    # Settings, texts, images and lengths are checked, and the answer cache consulted, before the MLLM is placed on
+    # its device (chat.prepare); a fully cached call places nothing. kwargs of these methods: max_tiles,
+    # max_new_tokens, temperature, seed, progress, interrupt (see chat.prepare and chat.generate_answers).
+    def _answer(self, what: str, images: list, rows: list, *, progress=None, interrupt=None, **settings) -> list[str]:
+        batch = chat_ops.prepare(self.tokenizer, chat_ops.context_length(self.mllm), images, rows,
+                                 use_thumbnail=self.use_thumbnail, cache=self.answers, **settings)
+        if not batch.todo:
+            return batch.result()
+
+        def run() -> list[str]:  # every token's logits are checked: an fp16 overflow re-runs in a wider dtype
+            hook = self.mllm.get_output_embeddings().register_forward_hook(
+                lambda m, args, out: check_finite(out, "mllm", f"while {what}"))
             try:
-                with self.placement.use("mllm", "captioning"):
-                    return captioning.caption(self.mllm, self.tokenizer, image, question=question,
-                                              use_thumbnail=self.use_thumbnail, **kwargs)
+                with self.placement.use("mllm", what):
+                    return chat_ops.generate_answers(self.mllm, self.tokenizer, batch, progress, interrupt)
             finally:
                 hook.remove()
 
         return recovering(self.placement, "mllm", run, self.log)
+
+    def caption(self, image, question: str = DEFAULT_QUESTION, **kwargs) -> str:
+        """One question about one image → the answer text (the whole question is one question; empty: a detailed
+        caption). image: a [H,W,C] tensor in 0..1, a PIL image or a path."""
+        question = captioning.single_question(self.tokenizer, question)
+        return self._answer("captioning", [image], captioning.caption_rows([question], 1), **kwargs)[0]
+
+    def captions(self, images, question: str = DEFAULT_QUESTION, *, preset: str = CUSTOM_QUESTION,
+                 **kwargs) -> list[str]:
+        """Images (one, a list or a [B,H,W,C] batch) × the preset's questions (custom: one per line of `question`) →
+        answers image by image, question by question (captioning.caption_rows), from one batched generate, each
+        image encoded once."""
+        questions = captioning.preset_questions(self.tokenizer, preset, question)
+        images = as_image_list(images)
+        return self._answer("captioning", images, captioning.caption_rows(questions, len(images)), **kwargs)
+
+    def chat(self, message: str, images=None, *, system: str = "", **kwargs) -> list[str]:
+        """A message (optionally about images) → one answer per image, or one for a text-only message. system: ""
+        for InternVL3's own system prompt."""
+        message, system = chat_ops.check_message(self.tokenizer, message), chat_ops.check_system(self.tokenizer, system)
+        images = [] if images is None else as_image_list(images)
+        return self._answer("chatting", images, chat_ops.message_rows(message, len(images)), system=system, **kwargs)
+
+    def enhance_prompt(self, prompt: str, images=None, *, max_new_tokens: int = DEFAULT_ENHANCE_MAX_NEW_TOKENS,
+                       **kwargs) -> list[str]:
+        """A short prompt (optionally with reference images) → detailed generation prompts, one per image
+        (captioning.enhance_rows; an empty answer gives back the short prompt)."""
+        prompt = chat_ops.check_message(self.tokenizer, prompt, "prompt")
+        images = [] if images is None else as_image_list(images)
+        texts = self._answer("enhancing the prompt", images, captioning.enhance_rows(prompt, len(images)),
+                             max_new_tokens=max_new_tokens, **kwargs)
+        return captioning.enhanced(texts, prompt)

@@ -1,7 +1,7 @@
 """Every user-facing choice, limit and default of the engine, in one place.
 
 The CLI builds its flags and the ComfyUI nodes build their widgets from these names, and the engine's own
-checks (`sampling.check_settings`, `captioning.check_settings`, `devices`) use the same values, so a widget
+checks (`sampling.check_settings`, `chat.check_settings`, `devices`) use the same values, so a widget
 never offers what the engine refuses (tests/test_house.py holds the nodes to this).
 """
 
@@ -39,3 +39,29 @@ MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS = 8192, 512
 MAX_TEMPERATURE = 5.0
 DEFAULT_TEMPERATURE, DEFAULT_CAPTION_SEED = 0.0, 0  # greedy: the same answer every time
 GREEDY_BELOW = 0.01  # logits / temperature overflow below this; such a temperature means greedy anyway
+SAMPLING_TOP_K = 50  # InternVL's chat samples with transformers' defaults: the 50 likeliest tokens (top_p 1.0)
+
+# Our own instructions (the node tooltips quote them). Caption presets: name → the question asked; the custom
+# preset asks the question text instead (one question per line), as the Caption node always did.
+CUSTOM_QUESTION = "custom question"
+CAPTION_PRESETS = {
+    "detailed caption": DEFAULT_QUESTION,
+    "short caption": "Describe the image in one short sentence.",
+    "comma-separated tags": ("List what is in the image as comma-separated tags: the subjects, objects, setting, "
+                             "colors, lighting and style, each a word or a short phrase, with no sentences."),
+    "text in the image (OCR)": ("Read all the text in the image and write it out exactly as it appears, line by line. "
+                                "If there is no text, answer: no text."),
+    CUSTOM_QUESTION: None,
+}
+DEFAULT_CAPTION_PRESET = CUSTOM_QUESTION  # what saved workflows without a preset did
+ENHANCE_INSTRUCTION = (
+    "Rewrite the idea below as one detailed prompt for a text-to-image model. Keep everything the idea asks for and "
+    "add concrete visual detail: the subject and what it does, the setting, the composition and camera view, the "
+    "lighting, colors, materials and the style. Write a single paragraph of at most 80 words in plain descriptive "
+    "language, without any preamble, list or quotation marks.")
+ENHANCE_WITH_IMAGE = ("Take the subject, composition, colors and style of the image where the idea does not say "
+                      "otherwise.")
+DEFAULT_ENHANCE_MAX_NEW_TOKENS = 160
+ANSWER_CACHE_SIZE = 256  # greedy answers kept per loaded model (text only: a few hundred KB at most)
+# Work per batched generate, bounding memory: rows of the LLM batch, and 448×448 tiles per vision-tower forward.
+MAX_CHAT_ROWS, MAX_VISION_TILES = 16, 48

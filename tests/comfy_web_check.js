@@ -3,7 +3,9 @@
 //
 //   NODE_PATH=/opt/pwtest/node_modules node tests/comfy_web_check.js <url> <request.json> <out.json> <shot.png>
 //
-// request.json: {"workflows": {name: uiWorkflow}, "tiny": {name: apiPromptWithTinyModels}, "caption": name}
+// request.json: {"workflows": {name: uiWorkflow}, "tiny": {name: apiPromptWithTinyModels},
+//                "run": {key: [workflowName, nodeType]}, "old": uiWorkflow, "sampler": name}
+// Each "run" entry is queued from the UI with the tiny models; the text shown on the node of nodeType is read back.
 const fs = require("fs");
 const path = require("path");
 const { launch, openComfy } = require(path.join(__dirname, "comfy_browser.js"));
@@ -68,33 +70,48 @@ async function main() {
       return out;
     }, request.workflows[request.sampler]);
 
-    // 3. Run the caption workflow with the tiny models from the UI's Queue and read the caption on the node.
-    result.caption = await page.evaluate(async ({ wf, tiny }) => {
+    // 3. A caption workflow saved before the preset input existed: its positional widget values still land on the
+    //    same widgets, and the new input takes its default.
+    result.old = await page.evaluate(async (wf) => {
       await app.loadGraphData(structuredClone(wf));
-      for (const node of app.graph._nodes) {
-        const values = tiny[String(node.id)]?.inputs || {};
-        for (const widget of node.widgets || []) {
-          if (widget.name in values && !Array.isArray(values[widget.name])) widget.value = values[widget.name];
-        }
-      }
       const node = app.graph._nodes.find((n) => n.type === "OpenUniCaption");
-      const widget = node.widgets.find((x) => x.name === "caption_text");
-      const before = widget ? widget.value : null;
-      await app.queuePrompt(0, 1);
-      const deadline = Date.now() + 180000;
-      while (Date.now() < deadline && !(widget && widget.value)) await new Promise((r) => setTimeout(r, 250));
-      const textarea = document.querySelector("textarea.openuni-caption");
-      return {
-        hasWidget: !!widget,
-        before,
-        text: widget ? widget.value : null,
-        domText: textarea ? textarea.value : null,
-        domVisible: textarea ? textarea.getBoundingClientRect().height > 0 : false,
-        nodeId: node.id,
-      };
-    }, { wf: request.workflows[request.caption], tiny: request.tiny[request.caption] });
-    await page.waitForTimeout(500);
-    await page.screenshot({ path: shotPath });
+      const prompt = await app.graphToPrompt();
+      const saved = node.widgets.filter((w) => w.serialize !== false && w.options?.serialize !== false);
+      return { inputs: prompt.output[String(node.id)].inputs,
+               widgets: Object.fromEntries(saved.map((w) => [w.name, w.value])) };
+    }, request.old);
+
+    // 4. Run workflows with the tiny models from the UI's Queue and read the text shown on the node; a screenshot
+    //    of each (the first at shotPath, the others beside it named after their key).
+    for (const [key, [name, nodeType]] of Object.entries(request.run)) {
+      result[key] = await page.evaluate(async ({ wf, tiny, nodeType }) => {
+        await app.loadGraphData(structuredClone(wf));
+        for (const node of app.graph._nodes) {
+          const values = tiny[String(node.id)]?.inputs || {};
+          for (const widget of node.widgets || []) {
+            if (widget.name in values && !Array.isArray(values[widget.name])) widget.value = values[widget.name];
+          }
+        }
+        const node = app.graph._nodes.find((n) => n.type === nodeType);
+        const widget = node.widgets.find((x) => x.name === "caption_text");
+        const before = widget ? widget.value : null;
+        await app.queuePrompt(0, 1);
+        const deadline = Date.now() + 180000;
+        while (Date.now() < deadline && !(widget && widget.value)) await new Promise((r) => setTimeout(r, 250));
+        const textarea = widget?.inputEl;
+        return {
+          hasWidget: !!widget,
+          before,
+          text: widget ? widget.value : null,
+          domText: textarea ? textarea.value : null,
+          domVisible: textarea ? textarea.isConnected && textarea.getBoundingClientRect().height > 0 : false,
+          nodeId: node.id,
+        };
+      }, { wf: request.workflows[name], tiny: request.tiny[name], nodeType });
+      await page.waitForTimeout(500);
+      const first = key === Object.keys(request.run)[0];
+      await page.screenshot({ path: first ? shotPath : shotPath.replace(/\.png$/, `_${key}.png`) });
+    }
   } finally {
     await browser.close();
   }

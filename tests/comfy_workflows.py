@@ -250,6 +250,32 @@ WORKFLOWS: dict[str, list[N]] = {
 }
 
 
+def prompt_enhance_to_generate() -> list[N]:
+    """Short idea → OpenUni Prompt Enhance → OpenUni Text Encode → sampler → decode → save."""
+    return [
+        _loader(),
+        N(2, "OpenUniPromptEnhance", (460, 120),
+          {"prompt": "a fox in the snow at dawn", "max_tiles": 12, "max_new_tokens": 160, "temperature": 0.0,
+           "seed": 0},
+          {"model": (1, 0)}, size=(400, 420), tiny={"max_new_tokens": 12, "temperature": 1.0, "seed": 7}),
+        N(3, "OpenUniTextEncode", (900, 120), {"prompt": "", "negative_prompt": ""},
+          {"model": (1, 0), "prompt": (2, 0)}, size=(400, 200)),
+        _sampler(4, (1340, 120), (3, 0), (3, 1)),
+        N(5, "OpenUniVAEDecode", (1720, 120), {"tiling": "auto"}, {"model": (1, 0), "latent": (4, 0)},
+          size=(270, 100)),
+        N(6, "SaveImage", (2030, 120), {"filename_prefix": "OpenUni/prompt_enhance"}, {"images": (5, 0)},
+          size=(420, 460)),
+        _note(7, (900, 380), "Prompt enhance → generate.\n\nOpenUni Prompt Enhance asks OpenUni's own InternVL3 (no "
+              "second model in memory) to turn the short idea into a detailed prompt; the prompt it wrote is shown "
+              "on the node and feeds OpenUni Text Encode. Connect an image to its optional input to take subject "
+              "and style from a reference. temperature 0 writes the same prompt every time; raise it (and change the "
+              "seed) for variations.\n\n" + LOADER_NOTE, size=(400, 360)),
+    ]
+
+
+WORKFLOWS["openuni_prompt_enhance_to_generate"] = prompt_enhance_to_generate()
+
+
 # ----- node shapes --------------------------------------------------------------------------------------------
 
 def node_shape(type_: str, node_classes: dict):

@@ -62,7 +62,8 @@ def _caption(model, image, **kwargs) -> tuple[str, torch.Tensor]:
 
     def spy(*a, **k):
         out = generate(*a, **k)
-        seen.append(out[0, k["input_ids"].shape[1]:].cpu())
+        # from input embeddings alone (the engine's batched chat) generate returns the new tokens only
+        seen.append((out[0, k["input_ids"].shape[1]:] if "input_ids" in k else out[0]).cpu())
         return out
 
     model.mllm.generate = spy

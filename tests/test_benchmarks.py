@@ -262,3 +262,14 @@ def test_every_target_verdict_follows_its_figure(target):
         assert len(found) == 1, (target, target_lines(report))
         seen.append(MET.get(found[0], found[0]))
     assert seen == ["met", "MISSED"], (target, seen)
+
+
+def test_captioning_section_on_tiny_models(tmp_path):
+    """Sequential vs batched captions per second runs end to end: the batched call makes fewer LLM forwards, gives
+    the same answers, and the cached repeat none. Catches: the two paths asking different things, a cache bypassed."""
+    args = parse_args(["--tiny", "--only", "captioning", "--repeats", "1", "--cache", str(tmp_path)])
+    c = run_benchmark(args).results["tiny-B"]["captioning"]
+    assert c["images"] == 8 and c["identical"] and c["cached_identical"]
+    assert c["sequential_captions_per_s"] > 0 and c["batched_captions_per_s"] > 0
+    assert c["batched_llm_forwards"] <= c["new_tokens"] < c["sequential_llm_forwards"]
+    assert c["cached_repeat_llm_forwards"] == 0

@@ -29,7 +29,8 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "example_workflows" / "api"
 NODES = {"OpenUniModelLoader": "OpenUni Model Loader", "OpenUniTextEncode": "OpenUni Text Encode",
          "OpenUniImageEditEncode": "OpenUni Image Edit Encode (experimental)", "OpenUniSampler": "OpenUni Sampler",
          "OpenUniVAEDecode": "OpenUni VAE Decode", "OpenUniVAEEncode": "OpenUni VAE Encode",
-         "OpenUniCaption": "OpenUni Caption", "OpenUniEmptyLatent": "OpenUni Empty Latent",
+         "OpenUniCaption": "OpenUni Caption", "OpenUniChat": "OpenUni Chat",
+         "OpenUniPromptEnhance": "OpenUni Prompt Enhance", "OpenUniEmptyLatent": "OpenUni Empty Latent",
          "OpenUniScheduler": "OpenUni Scheduler", "OpenUniDPMSolverSampler": "OpenUni DPM-Solver++ (sampler)",
          "OpenUniLoraLoader": "OpenUni LoRA Loader (model only)"}
 
@@ -123,6 +124,52 @@ def test_caption_to_generate(server, listener):
     assert saved_images(server, entry, "7") == [(64, 64)]
     caption_progress = [p for p in listener.of("progress", entry["prompt"][1]) if p.get("node") == "3"]
     assert caption_progress and caption_progress[-1]["value"] == caption_progress[-1]["max"] == 12
+
+
+def test_prompt_enhance_to_generate(server, listener):
+    """Short idea → OpenUni Prompt Enhance → Text Encode → sample → decode → save, in the real ComfyUI: the enhanced
+    prompt comes back as the node's text (what the web extension shows) and an image is saved. Catches: the node
+    missing from the server, a non-list or empty output, no progress while it generates."""
+    entry = server.wait(server.queue(workflow("openuni_prompt_enhance_to_generate"), listener.client_id))
+    assert_success(entry)
+    text = entry["outputs"]["2"]["text"]
+    assert isinstance(text, list) and len(text) == 1 and text[0].strip()
+    assert saved_images(server, entry, "6") == [(64, 64)]
+    progress = [p for p in listener.of("progress", entry["prompt"][1]) if p.get("node") == "2"]
+    assert progress and progress[-1]["value"] == progress[-1]["max"] == 12
+
+
+def test_caption_presets_questions_and_old_prompts_without_a_preset(server):
+    """An API prompt saved before presets existed (no 'preset' input) still validates and runs as before; two
+    questions give two answers; a preset ignores the question box. Catches: preset made a required input."""
+    old = workflow("openuni_caption_to_generate")
+    del old["3"]["inputs"]["preset"]
+    entry = server.run(old)
+    assert_success(entry)
+    assert len(entry["outputs"]["3"]["text"]) == 1
+    two = workflow("openuni_caption_to_generate")
+    two["3"]["inputs"].update(question="What is it?\nWhere is it?", seed=8)
+    assert_success(entry := server.run(two))
+    assert len(entry["outputs"]["3"]["text"]) == 2
+    assert saved_images(server, entry, "7") == [(64, 64), (64, 64)]  # Text Encode ran once per answer
+    tags = workflow("openuni_caption_to_generate")
+    tags["3"]["inputs"].update(question="One?\nTwo?\nThree?", preset="comma-separated tags", seed=9)
+    assert_success(entry := server.run(tags))
+    assert len(entry["outputs"]["3"]["text"]) == 1
+
+
+def test_chat_text_only_and_bad_message(server):
+    """Chat without an image, as an output node of its own; an empty message is a node error with our message."""
+    prompt = {"1": workflow("openuni_text_to_image")["1"],
+              "2": {"class_type": "OpenUniChat", "inputs": {"model": ["1", 0], "message": "Hello!", "system_prompt": "",
+                                                            "max_tiles": 1, "max_new_tokens": 5, "temperature": 1.0,
+                                                            "seed": 3}}}
+    entry = server.run(prompt)
+    assert_success(entry)
+    assert len(entry["outputs"]["2"]["text"]) == 1
+    prompt["2"]["inputs"]["message"] = "  "
+    err = _error(server.run(prompt))
+    assert err["node_type"] == "OpenUniChat" and "The message is empty" in err["exception_message"]
 
 
 def test_generate_upscale(server):

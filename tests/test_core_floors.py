@@ -111,24 +111,6 @@ def test_a_tokenizer_in_transformers_5_spelling_is_named_where_transformers_cann
         load_tokenizer(folder)
 
 
-def test_sampled_captions_ask_for_internvls_top_k_and_top_p(model):
-    """transformers 4.x reads top_k=None as "no top-k", 5.x as its default 50, so the same seed gave other captions.
-    Would catch: passing top_k/top_p as None (or leaving them out) in captioning's GenerationConfig."""
-    seen = []
-    generate = model.mllm.generate
-
-    def spy(*a, **k):
-        seen.append(k["generation_config"])
-        return generate(*a, **k)
-
-    model.mllm.generate = spy
-    try:
-        model.caption(reference_outputs.pattern(64, 48), max_new_tokens=2, temperature=0.7, seed=1)
-    finally:
-        del model.mllm.generate
-    assert (seen[0].do_sample, seen[0].top_k, seen[0].top_p) == (True, 50, 1.0)
-
-
 def test_a_tall_image_is_resized_width_first_on_every_pillow():
     """Pillow 13 resizes height first when the height shrinks much more than the width, which rounds differently
     (up to 19/255 on this thumbnail). Would catch: tile_image's thumbnail resized in one PIL call."""

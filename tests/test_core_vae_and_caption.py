@@ -124,7 +124,7 @@ def _image_448(seed: int) -> Image.Image:
     return Image.fromarray((np.random.RandomState(seed).rand(448, 448, 3) * 255).astype("uint8"))
 
 
-def _reference_caption(model, image: Image.Image, max_new_tokens: int, **sampling) -> str:
+def _reference_caption(model, image: Image.Image, max_new_tokens: int, logits_processor=None, **sampling) -> str:
     """transformers' own `generate` on the same InternVL3 weights, with the prompt and pixels written here: the
     literal chat template with 256 <IMG_CONTEXT> tokens for the one tile, ImageNet-normalised pixels, stopping
     at <|im_end|>, special tokens dropped from the answer."""
@@ -141,7 +141,7 @@ def _reference_caption(model, image: Image.Image, max_new_tokens: int, **samplin
     config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=im_end, pad_token_id=im_end, **sampling)
     with torch.no_grad():
         out = model.mllm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels[None],
-                                  generation_config=config)
+                                  generation_config=config, logits_processor=logits_processor)
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
@@ -168,16 +168,31 @@ def test_greedy_caption_equals_transformers_generate(captioner):
     assert captioner.caption(image, QUESTION, max_new_tokens=12, temperature=0.0, seed=5) == ref
 
 
+class _GumbelFromSeed:
+    """The published Gumbel-max trick, written here: argmax(scores + G) with G = -log(-log U) is a draw from
+    softmax(scores). U: one uniform row per generated token from a torch generator seeded with `seed` (the engine's
+    stated convention: each answer draws from its own seeded generator)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, input_ids, scores):
+        u = torch.rand(scores.shape[-1], generator=self.generator, dtype=torch.float32)
+        return scores.float() - torch.log(-torch.log(u.clamp(min=torch.finfo(torch.float32).tiny)))
+
+
 @pytest.mark.parametrize("temperature", [0.3, 2.0])
-def test_sampled_caption_equals_transformers_sampling_at_that_temperature(captioner, temperature):
-    """A temperature above 0 samples from softmax(logits / temperature) with torch's generator seeded by `seed`:
-    equal to transformers' sampling generate seeded the same way. Guards against ignoring `temperature`
-    (sampling at 1.0, or greedy) in captioning.caption."""
+def test_sampled_caption_equals_transformers_top_k_sampling_at_that_temperature(captioner, temperature):
+    """A temperature above 0 samples as InternVL's chat does (transformers' sampling defaults: top_k 50, top_p 1.0)
+    from softmax(logits / temperature), with a generator seeded by `seed`: equal to transformers' generate with its
+    own TemperatureLogitsWarper and TopKLogitsWarper and the Gumbel-max draw above. Guards against ignoring
+    `temperature` (sampling at 1.0, or greedy), dropping the top-k cut or ignoring the seed."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
+
     image = _image_448(1)
     for seed in (1, 2):
-        torch.manual_seed(seed)
-        # InternVL's chat sampling settings, spelled out: transformers 4.x reads an unset top_k as "off", 5.x as 50
-        ref = _reference_caption(captioner, image, 12, do_sample=True, temperature=temperature, top_k=50, top_p=1.0)
+        draw = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopKLogitsWarper(50), _GumbelFromSeed(seed)])
+        ref = _reference_caption(captioner, image, 12, do_sample=False, logits_processor=draw)
         assert captioner.caption(image, QUESTION, max_new_tokens=12, temperature=temperature, seed=seed) == ref
 
 

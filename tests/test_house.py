@@ -42,6 +42,15 @@ WIDGETS = [
     ("OpenUniCaption", "temperature", {"min": 0.0, "max": options.MAX_TEMPERATURE}),
     ("OpenUniCaption", "seed", {"min": 0, "max": options.SEED_MAX}),
     ("OpenUniCaption", "question", {"default": options.DEFAULT_QUESTION}),
+    ("OpenUniCaption", "preset", {"choices": list(options.CAPTION_PRESETS), "default": options.DEFAULT_CAPTION_PRESET}),
+    *[(node, "max_tiles", {"min": 1, "max": options.MAX_TILES, "default": options.DEFAULT_MAX_TILES})
+      for node in ("OpenUniChat", "OpenUniPromptEnhance")],
+    *[(node, "temperature", {"min": 0.0, "max": options.MAX_TEMPERATURE, "default": 0.0})
+      for node in ("OpenUniChat", "OpenUniPromptEnhance")],
+    ("OpenUniChat", "max_new_tokens", {"min": 1, "max": options.MAX_NEW_TOKENS,
+                                       "default": options.DEFAULT_MAX_NEW_TOKENS}),
+    ("OpenUniPromptEnhance", "max_new_tokens", {"min": 1, "max": options.MAX_NEW_TOKENS,
+                                                "default": options.DEFAULT_ENHANCE_MAX_NEW_TOKENS}),
     ("OpenUniModelLoader", "precision", {"choices": list(options.PRECISIONS)}),
     ("OpenUniModelLoader", "attention", {"choices": list(options.ATTENTION_KERNELS)}),
     ("OpenUniImageEditEncode", "negative_instruction", {"default": options.DEFAULT_EDIT_NEGATIVE}),

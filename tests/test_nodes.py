@@ -18,7 +18,7 @@ from comfy_pack import (TINY_CHECKPOINT, TINY_NODE_INPUTS, FakeComfy, InterruptP
                         place_tiny_models, unload_pack)
 
 NODE_NAMES = ["OpenUniModelLoader", "OpenUniTextEncode", "OpenUniImageEditEncode", "OpenUniSampler",
-              "OpenUniVAEDecode", "OpenUniVAEEncode", "OpenUniCaption", "OpenUniEmptyLatent", "OpenUniScheduler",
+              "OpenUniVAEDecode", "OpenUniVAEEncode", "OpenUniCaption", "OpenUniChat", "OpenUniPromptEnhance", "OpenUniEmptyLatent", "OpenUniScheduler",
               "OpenUniDPMSolverSampler", "OpenUniLoraLoader"]
 COMFY_MODULES = ("folder_paths", "comfy", "comfy.model_management", "comfy.utils", "comfy.model_base", "comfy.sd",
                  "latent_preview", "nodes")

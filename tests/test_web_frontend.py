@@ -8,7 +8,9 @@ CI runs them, they fail instead). Checks that:
 - every example workflow loads by drag-and-drop format (no missing nodes) and the UI turns it into the same
   API prompt as example_workflows/api/ (with the real model names);
 - OpenUni Sampler snaps width/height to multiples of 32 and its aspect presets set both;
-- running the caption workflow from the UI shows the caption text on the OpenUni Caption node.
+- running the caption and prompt-enhance workflows from the UI shows the text on the OpenUni Caption and OpenUni
+  Prompt Enhance nodes;
+- a caption workflow saved before OpenUni Caption had its preset input loads with its values where they were.
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ def browser_and_comfyui():
                   not Path(CHROMIUM).exists() and f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)"])
 
 
+def before_presets(ui: dict) -> dict:
+    """The caption workflow as saved before OpenUni Caption had a preset input: one widget value fewer."""
+    for node in ui["nodes"]:
+        if node["type"] == "OpenUniCaption":
+            assert node["widgets_values"][-1] == "custom question"
+            node["widgets_values"] = node["widgets_values"][:-1]
+    return ui
+
+
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_web")
@@ -62,7 +73,9 @@ def web(tmp_path_factory):
         request = {
             "workflows": {n: json.loads((wf.OUT / f"{n}.json").read_text()) for n in wf.WORKFLOWS},
             "tiny": {n: json.loads((wf.OUT / "api" / f"{n}.json").read_text()) for n in wf.WORKFLOWS},
-            "caption": "openuni_caption_to_generate",
+            "run": {"caption": ["openuni_caption_to_generate", "OpenUniCaption"],
+                    "enhance": ["openuni_prompt_enhance_to_generate", "OpenUniPromptEnhance"]},
+            "old": before_presets(json.loads((wf.OUT / "openuni_caption_to_generate.json").read_text())),
             "sampler": "openuni_text_to_image",
         }
         req, out, shot = base / "request.json", base / "web_result.json", base / "caption_node.png"
@@ -73,12 +86,13 @@ def web(tmp_path_factory):
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{server.log()[-3000:]}"
         result = json.loads(out.read_text())
         result["screenshot"] = str(shot)
-        print(f"\nscreenshot of the caption node: {shot}")
+        print(f"\nscreenshots of the caption and enhance nodes: {shot}, {shot.with_name('caption_node_enhance.png')}")
         yield result
 
 def test_extension_is_loaded_without_errors(web):
     assert web["extensionLoaded"]
-    assert {"OpenUniModelLoader", "OpenUniSampler", "OpenUniCaption"} <= set(web["registered"])
+    assert {"OpenUniModelLoader", "OpenUniSampler", "OpenUniCaption", "OpenUniChat",
+            "OpenUniPromptEnhance"} <= set(web["registered"])
     ours = [e for e in web["pageErrors"] + web["consoleErrors"] if "openuni" in e.lower()]
     assert not ours, ours
 
@@ -112,3 +126,20 @@ def test_caption_text_appears_on_the_node(web):
     assert c["hasWidget"] and c["before"] == ""
     assert c["text"] and c["text"].strip(), c
     assert c["domText"] == c["text"] and c["domVisible"]
+
+
+def test_enhanced_prompt_appears_on_the_node(web):
+    """Catches: OpenUni Prompt Enhance left out of the extension's text nodes."""
+    e = web["enhance"]
+    assert e["hasWidget"] and e["before"] == ""
+    assert e["text"] and e["text"].strip(), e
+    assert e["domText"] == e["text"] and e["domVisible"]
+
+
+def test_caption_workflow_saved_before_presets_keeps_its_values(web):
+    """Catches: a preset input that shifts the positional widget values of older saved workflows."""
+    old = web["old"]
+    expected = {"question": "Describe this image in one detailed sentence.", "max_tiles": 12, "max_new_tokens": 128,
+                "temperature": 0.0, "seed": 0, "preset": "custom question"}
+    assert {k: old["inputs"][k] for k in expected} == expected
+    assert {k: old["widgets"][k] for k in expected} == expected

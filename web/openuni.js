@@ -1,11 +1,13 @@
 // OpenUni for ComfyUI: frontend extension.
-// - OpenUni Caption shows its answer(s) on the node after it runs.
+// - OpenUni Caption, Chat and Prompt Enhance show their answer(s) on the node after they run.
 // - OpenUni Sampler keeps width/height on multiples of 32 and offers aspect-ratio presets per variant.
 // Uses only the long-standing extension API (app.registerExtension, onExecuted, addDOMWidget, widget callbacks).
 // Limits (step, min, max) come from the node's own input definition (the server's /object_info), never repeated here.
 import { app } from "../../scripts/app.js";
 
 const CUSTOM = "custom";
+// Nodes whose text output ({"ui": {"text": [...]}}) is shown on the node.
+const TEXT_NODES = new Set(["OpenUniCaption", "OpenUniChat", "OpenUniPromptEnhance"]);
 // [width, height, aspect]; OpenUni-B-512 and OpenUni-L-512 share the 512 px set.
 const PRESETS = {
   "512": [[512, 512, "1:1"], [576, 448, "4:3"], [448, 576, "3:4"], [608, 416, "3:2"], [416, 608, "2:3"],
@@ -119,7 +121,7 @@ export function showCaption(node, texts) {
 app.registerExtension({
   name: "OpenUni.Nodes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name === "OpenUniCaption") {
+    if (TEXT_NODES.has(nodeData.name)) {
       const onNodeCreated = nodeType.prototype.onNodeCreated;
       nodeType.prototype.onNodeCreated = function () {
         const r = onNodeCreated?.apply(this, arguments);
