@@ -57,10 +57,12 @@ def recovering(placement, part: str, run: Callable[[], T], log: Callable[[str], 
             if e.part != part:
                 raise
             failure, dtype = e.with_traceback(None), target
-    raise OpenUniError(_advice(failure, dtype)) from None
+    raise OpenUniError(advice(failure, dtype)) from None
 
 
-def _advice(failure: NonFiniteError, dtype: torch.dtype | None) -> str:
+def advice(failure: NonFiniteError, dtype: torch.dtype | None) -> str:
+    """The one-line message for inf/NaN from a part computing in `dtype` (None: unknown): in fp16 an overflow, fixed
+    by the loader's precision; in bf16/fp32 damaged files."""
     if dtype in (torch.float16, None):
         return (f"{failure}{' in fp16 (an overflow)' if dtype else ''}. Set the loader's precision to bf16 (GPUs "
                 "from RTX 30xx/A100 on) or fp32 and run again.")

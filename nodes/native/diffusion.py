@@ -34,6 +34,7 @@ from . import lowvram
 from ..conditioning import MARKER, foreign_conditioning_error
 from ...openuni_core.errors import OpenUniError
 from ...openuni_core.options import LATENT_CHANNELS
+from ...openuni_core.precision import NonFiniteError, advice
 
 INTEGER_TIMESTEPS = "openuni_integer_timesteps"  # transformer_options flag set by the exact DPM-Solver++ sampler
 
@@ -144,6 +145,10 @@ class SanaDiffusionModel(torch.nn.Module):
         t = timesteps.to(x.dtype) * self.timestep_scale
         with self._own_tensors_in_sana():
             out = self.sana(x, encoder_hidden_states=context, timestep=t, return_dict=False)[0]
+        if not torch.isfinite(out).all():
+            # ComfyUI's samplers would carry the NaN on to a black image. The engine re-runs an fp16 overflow in a
+            # wider dtype; inside another node's sampling loop that cannot be done, so stop with the fix instead.
+            raise OpenUniError(advice(NonFiniteError("sana", "while sampling"), out.dtype))
         return out[:, :self.in_channels] if self.learned_sigma else out
 
 
