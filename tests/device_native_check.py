@@ -7,7 +7,8 @@ ComfyUI's Python, with the tiny models (about a minute):
 - SANA and InternVL3 partially loaded on the GPU (the rest cast from RAM per call) = fully loaded;
 - the memory settings: streamed InternVL3 is never one of ComfyUI's loaded models, "load SANA, DC-AE only while used"
   unloads them after use, and both give the same latents as "keep parts loaded";
-- InternVL3 on the CPU beside SANA on the GPU; Unload models gives the GPU memory back.
+- InternVL3 on the CPU beside SANA on the GPU; Unload models gives the GPU memory back;
+- precision fp16: DC-AE not in fp16, a SANA overflow re-run in bf16 by OpenUni Sampler and stopped by KSampler.
 Prints one JSON line of measurements and exits non-zero if a check fails. On a machine without CUDA it runs the
 same code on the CPU (the GPU-only checks are skipped) to check the script itself.
 """
@@ -41,8 +42,13 @@ def main() -> int:
         if not ok:
             failed.append(name)
 
-    def loaded():
-        return [type(p.model).__name__ for p in mm.loaded_models()]
+    def loaded(on_gpu_only: bool = False):
+        return [type(p.model).__name__ for p in mm.loaded_models()
+                if not on_gpu_only or p.load_device.type != "cpu"]
+
+    # fp32 on the GPU: the two paths batch and order their GEMMs differently (cuBLAS picks kernels per shape), and 8
+    # SANA steps amplify those 1e-6 differences; on the CPU they agree within 1e-4 (tests/test_native_sampling.py).
+    same = 1e-3 if cuda else 1e-4
 
     def encode(engine, prompt="a red fox"):
         return comfy.call("OpenUniTextEncode", model=engine, prompt=prompt, negative_prompt="")
@@ -58,18 +64,18 @@ def main() -> int:
                         positive=pos, negative=neg, latent_image=latent, denoise=1.0)[0]["samples"]
     reference = ours(engine, pos, neg)
     out["ksampler_vs_openuni_fp32"] = (native - reference).abs().max().item()
-    check("ksampler_vs_openuni_fp32", out["ksampler_vs_openuni_fp32"] < 1e-4)
+    check("ksampler_vs_openuni_fp32", out["ksampler_vs_openuni_fp32"] < same)
 
     # Partial loading on the device: a third of SANA's size as budget, the rest cast from RAM per call.
     x, sigma = torch.randn(1, 32, 8, 8).to(mm.get_torch_device()), torch.tensor([0.5], device=mm.get_torch_device())
     c = pos[0][0].to(mm.get_torch_device())
     mm.unload_all_models()
     mm.load_models_gpu([model], force_full_load=True)
-    with torch.no_grad():
+    with torch.inference_mode():
         full = model.model.apply_model(x, sigma, c_crossattn=c)
     mm.unload_all_models()
     model.partially_load(mm.get_torch_device(), extra_memory=model.model_size() // 3)
-    with torch.no_grad():
+    with torch.inference_mode():
         partial = model.model.apply_model(x, sigma, c_crossattn=c)
     model.detach()
     out["sana_partial_vs_full"] = (partial - full).abs().max().item()
@@ -86,7 +92,7 @@ def main() -> int:
         out[f"{label}: SANA loaded after sampling"] = "OpenUniSana" in loaded()
         p_ref, n_ref = encode(engine, "a streamed prompt")
         out[f"{label}: vs keep parts loaded"] = (latents - ours(engine, p_ref, n_ref)).abs().max().item()
-        check(f"{label} result", out[f"{label}: vs keep parts loaded"] < 1e-4)
+        check(f"{label} result", out[f"{label}: vs keep parts loaded"] < same)
         if cuda:
             check(f"{label} streams InternVL3", not out[f"{label}: InternVL3 loaded after encoding"])
             check(f"{label} SANA", out[f"{label}: SANA loaded after sampling"] == (label == STREAM))
@@ -105,12 +111,35 @@ def main() -> int:
     out["vae_dtype"] = str(half_vae.vae_dtype)
     check("bf16_finite", bool(torch.isfinite(images).all()) and half_vae.vae_dtype != torch.float16)
 
+    # precision fp16 (what "auto" gives on GPUs without bf16): DC-AE not in fp16; a SANA overflow (a weight ×1e3, as in
+    # tests/test_native_precision.py) is re-run wider in OpenUni Sampler and stopped with the fix in KSampler.
+    OpenUniError = comfy.module("openuni_core.errors").OpenUniError
+    f16, f16_model, f16_vae = comfy.load(precision="fp16", attention="sdpa")
+    fp, fn = encode(f16)
+    fine = comfy.call("VAEDecode", vae=f16_vae, samples={"samples": ours(f16, fp, fn, "dpmpp")})[0]
+    out["fp16_vae_dtype"], out["fp16_sana_dtype"] = str(f16_vae.vae_dtype), str(f16.transformer.dtype)
+    check("fp16_finite", bool(torch.isfinite(fine).all()) and f16_vae.vae_dtype != torch.float16)
+    with torch.inference_mode():
+        f16.transformer.get_parameter("transformer_blocks.0.ff.conv_inverted.weight").mul_(1e3)
+    try:
+        comfy.call("KSampler", model=f16_model, seed=5, steps=2, cfg=4.5, sampler_name="euler", scheduler="normal",
+                   positive=fp, negative=fn, latent_image=latent, denoise=1.0)
+        out["fp16_overflow_ksampler"] = "no error"
+    except OpenUniError as e:
+        out["fp16_overflow_ksampler"] = str(e)
+    check("fp16_overflow_ksampler", "precision" in out["fp16_overflow_ksampler"])
+    rerun = ours(f16, fp, fn)
+    out["fp16_overflow_rerun_dtype"] = str(f16.transformer.dtype)
+    check("fp16_overflow_rerun", bool(torch.isfinite(rerun).all()) and f16.transformer.dtype != torch.float16)
+
     mm.unload_all_models()
     if cuda:
         torch.cuda.synchronize()
         out["allocated_before_MiB"] = allocated / 2**20
         out["allocated_after_unload_MiB"] = torch.cuda.memory_allocated() / 2**20
-        check("unload_frees_vram", not [n for n in loaded() if n in ("OpenUniSana", "DCAEModule", "MLLMPart")])
+        # ComfyUI's unload_all_models unloads the models on its devices; InternVL3 put on the CPU (mllm_device) stays
+        check("unload_frees_vram", not [n for n in loaded(on_gpu_only=True) if n in ("OpenUniSana", "DCAEModule",
+                                                                                       "MLLMPart")])
     out["failed"] = failed
     print(json.dumps(out))
     if len(sys.argv) > 1:
@@ -119,4 +148,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with torch.inference_mode():  # ComfyUI's executor runs every node (and so every model load) in inference mode
+        status = main()
+    sys.exit(status)
