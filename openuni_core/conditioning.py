@@ -64,6 +64,15 @@ class QueryConditioning:
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
+    def check_for(self, model_id: str, channels: int, what: str) -> None:
+        """Raise OpenUniError unless this conditioning was made by the model `model_id` and has its width."""
+        if self.model_id != model_id:
+            raise OpenUniError(f"The {what} conditioning was made by a different OpenUni model than the one "
+                               "sampling; encode the prompt with the same loaded model.")
+        if self.embeds.ndim != 3 or self.embeds.shape[-1] != channels:
+            raise OpenUniError(f"The {what} conditioning has shape {list(self.embeds.shape)}; this model needs "
+                               f"[batch, 256, {channels}].")
+
 
 def tokenize(tokenizer, texts: list[str]) -> list[torch.Tensor]:
     """Templated texts → token ids [n] int64 each, wrapped in InternVL3's chat format (`chat_prompt`). Lengths are

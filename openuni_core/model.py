@@ -2,8 +2,9 @@
 
 A thin facade in the manner of diffusers' pipelines: components are declared (InternVL3, the query bridge,
 SANA, DC-AE, the scheduler config), `check_inputs` checks every argument once at the entry, and each method
-reads as the steps it takes. Prompt encoding and its cache live in prompt_encoder.py, device placement in
-placement.py (a host such as ComfyUI may replace `placement` with its own).
+reads as the steps it takes. Prompt encoding and its cache live in prompt_encoder.py, answers about images and
+chat in answers.py, device placement in placement.py (a host such as ComfyUI may replace `placement` with its
+own).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from typing import Callable
 
 import torch
 
-from . import captioning, chat as chat_ops, inpaint, sampling, vae as vae_ops
+from . import inpaint, sampling, vae as vae_ops
+from .answers import Answerer
 from .conditioning import QueryConditioning
 from .errors import OpenUniError
-from .options import (CUSTOM_QUESTION, DEFAULT_CFG, DEFAULT_ENHANCE_MAX_NEW_TOKENS, DEFAULT_QUESTION, DEFAULT_SAMPLER,
-                      DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION)
+from .options import DEFAULT_CFG, DEFAULT_QUESTION, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION
 from .placement import Placement
-from .precision import check_finite, recovering
-from .prompt_encoder import PromptEncoder, as_image_list
+from .precision import recovering
+from .prompt_encoder import PromptEncoder
 from .variants import Variant
 
 
@@ -42,7 +43,20 @@ class OpenUniModel:
         self.placement = Placement({"mllm": [mllm, bridge], "sana": [transformer], "vae": [vae]}, devices, offload,
                                    streamed=mllm, on_host=self.embedding_tables)
         self.prompts = PromptEncoder(mllm, tokenizer, bridge, self.placement, model_id, log=lambda s: self.log(s))
-        self.answers = chat_ops.AnswerCache()  # greedy answers, see chat.AnswerCache
+        self.answerer = Answerer(mllm, tokenizer, use_thumbnail, self.placement, log=lambda s: self.log(s))
+        self.answers = self.answerer.cache  # greedy answers, see chat.AnswerCache
+
+    @property
+    def placement(self):
+        """Where each part computes (placement.py); a host may set its own, which then serves every part's user."""
+        return self._placement
+
+    @placement.setter
+    def placement(self, placement) -> None:
+        self._placement = placement
+        for user in (getattr(self, "prompts", None), getattr(self, "answerer", None)):
+            if user is not None:
+                user.placement = placement
 
     @property
     def dtype(self) -> torch.dtype:
@@ -78,16 +92,9 @@ class OpenUniModel:
             sampling.check_latents(init_latents, what="latent input")
         sampling.check_settings(width=width, height=height, steps=steps, cfg=cfg, sampler=sampler,
                                 batch_size=batch_size, strength=strength)
-        channels = self.transformer.config.caption_channels
         for cond, what in ((positive, "positive"), (negative, "negative")):
-            if cond is None:
-                continue
-            if cond.model_id != self.model_id:
-                raise OpenUniError(f"The {what} conditioning was made by a different OpenUni model than the one "
-                                   "sampling; encode the prompt with the same loaded model.")
-            if cond.embeds.ndim != 3 or cond.embeds.shape[-1] != channels:
-                raise OpenUniError(f"The {what} conditioning has shape {list(cond.embeds.shape)}; this model needs "
-                                   f"[batch, 256, {channels}].")
+            if cond is not None:
+                cond.check_for(self.model_id, self.transformer.config.caption_channels, what)
         prompts = len(positive)
         if negative is not None and cfg != 1.0 and len(negative) not in (1, prompts):
             raise OpenUniError(f"Negative conditioning has {len(negative)} rows for {prompts} prompts; give one "
@@ -164,55 +171,15 @@ class OpenUniModel:
             positive, negative_cond = self.encode_prompt(prompt), None
         return self.decode(self.sample(positive, negative_cond, cfg=cfg, **kwargs))
 
-    # ----- understanding ---------------------------------------------------------------------------------------
-    # Settings, texts, images and lengths are checked, and the answer cache consulted, before the MLLM is placed on
-    # its device (chat.prepare); a fully cached call places nothing. kwargs of these methods: max_tiles,
-    # max_new_tokens, temperature, seed, progress, interrupt (see chat.prepare and chat.generate_answers).
-    def _answer(self, what: str, images: list, rows: list, *, progress=None, interrupt=None, **settings) -> list[str]:
-        batch = chat_ops.prepare(self.tokenizer, chat_ops.context_length(self.mllm), images, rows,
-                                 use_thumbnail=self.use_thumbnail, cache=self.answers, **settings)
-        if not batch.todo:
-            return batch.result()
-
-        def run() -> list[str]:  # every token's logits are checked: an fp16 overflow re-runs in a wider dtype
-            hook = self.mllm.get_output_embeddings().register_forward_hook(
-                lambda m, args, out: check_finite(out, "mllm", f"while {what}"))
-            try:
-                with self.placement.use("mllm", what):
-                    return chat_ops.generate_answers(self.mllm, self.tokenizer, batch, progress, interrupt)
-            finally:
-                hook.remove()
-
-        return recovering(self.placement, "mllm", run, self.log)
-
+    # ----- understanding (answers.py) ----------------------------------------------------------------------------
     def caption(self, image, question: str = DEFAULT_QUESTION, **kwargs) -> str:
-        """One question about one image → the answer text (the whole question is one question; empty: a detailed
-        caption). image: a [H,W,C] tensor in 0..1, a PIL image or a path."""
-        question = captioning.single_question(self.tokenizer, question)
-        return self._answer("captioning", [image], captioning.caption_rows([question], 1), **kwargs)[0]
+        return self.answerer.caption(image, question, **kwargs)
 
-    def captions(self, images, question: str = DEFAULT_QUESTION, *, preset: str = CUSTOM_QUESTION,
-                 **kwargs) -> list[str]:
-        """Images (one, a list or a [B,H,W,C] batch) × the preset's questions (custom: one per line of `question`) →
-        answers image by image, question by question (captioning.caption_rows), from one batched generate, each
-        image encoded once."""
-        questions = captioning.preset_questions(self.tokenizer, preset, question)
-        images = as_image_list(images)
-        return self._answer("captioning", images, captioning.caption_rows(questions, len(images)), **kwargs)
+    def captions(self, images, question: str = DEFAULT_QUESTION, **kwargs) -> list[str]:
+        return self.answerer.captions(images, question, **kwargs)
 
-    def chat(self, message: str, images=None, *, system: str = "", **kwargs) -> list[str]:
-        """A message (optionally about images) → one answer per image, or one for a text-only message. system: ""
-        for InternVL3's own system prompt."""
-        message, system = chat_ops.check_message(self.tokenizer, message), chat_ops.check_system(self.tokenizer, system)
-        images = [] if images is None else as_image_list(images)
-        return self._answer("chatting", images, chat_ops.message_rows(message, len(images)), system=system, **kwargs)
+    def chat(self, message: str, images=None, **kwargs) -> list[str]:
+        return self.answerer.chat(message, images, **kwargs)
 
-    def enhance_prompt(self, prompt: str, images=None, *, max_new_tokens: int = DEFAULT_ENHANCE_MAX_NEW_TOKENS,
-                       **kwargs) -> list[str]:
-        """A short prompt (optionally with reference images) → detailed generation prompts, one per image
-        (captioning.enhance_rows; an empty answer gives back the short prompt)."""
-        prompt = chat_ops.check_message(self.tokenizer, prompt, "prompt")
-        images = [] if images is None else as_image_list(images)
-        texts = self._answer("enhancing the prompt", images, captioning.enhance_rows(prompt, len(images)),
-                             max_new_tokens=max_new_tokens, **kwargs)
-        return captioning.enhanced(texts, prompt)
+    def enhance_prompt(self, prompt: str, images=None, **kwargs) -> list[str]:
+        return self.answerer.enhance_prompt(prompt, images, **kwargs)

@@ -143,7 +143,7 @@ def attach(engine, *, policy: str, mllm_device=None) -> OpenUniComfyParts:
     parts = _PARTS.get(engine)
     if parts is None:
         parts = OpenUniComfyParts(engine, policy=policy, mllm_device=mllm_device)
-        engine.placement = engine.prompts.placement = parts.placement
+        engine.placement = parts.placement  # the engine hands it to its prompt encoder and answerer
         _PARTS[engine] = parts
     return parts
 
