@@ -5,7 +5,8 @@
 #    per memory setting, captioning, tiling), 2. tests/device_native_check.py in a ComfyUI checkout (KSampler vs
 #    OpenUni Sampler on the GPU, partial loading, memory settings, fp16), 3. OpenUni-L-1024 (compare and VRAM) in
 #    whatever time is left of BUDGET seconds. Each step has its own time limit and its own log, so one failing step
-#    leaves the others' figures. Packages the GPU machine lacks may be given as wheels in .whl/.
+#    leaves the others' figures. COMFYUI_DIR: a ComfyUI checkout (default .comfy/ComfyUI, a copy you place there).
+#    Packages the GPU machine lacks (diffusers, ComfyUI's torchsde, pydantic, ...) may be given as wheels in .whl/.
 set -uo pipefail
 OUT=${1:?give an output folder}
 COMFY=${2:-.comfy/ComfyUI}
@@ -23,8 +24,10 @@ fi
 timeout 300 python3 -m benchmarks --device cuda --variants B-512 --json "$OUT/b512.json" > "$OUT/b512.log" 2>&1
 echo "b512 exit $? at ${SECONDS}s" >> "$OUT/machine.txt"
 
-# .devstub: a stand-in for PyAV, which ComfyUI's nodes.py imports at start-up (no video is used here)
-PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/.devstub COMFYUI_DIR=$COMFY timeout 120 \
+# ComfyUI's nodes.py imports PyAV at start-up; where it is missing, tests/device_stubs stands in (no video is used)
+stubs=
+python3 -c "import av" 2>/dev/null || stubs=$PWD/tests/device_stubs
+PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$stubs COMFYUI_DIR=$COMFY timeout 120 \
   python3 tests/device_native_check.py "$OUT/native.json" > "$OUT/native.log" 2>&1
 echo "native exit $? at ${SECONDS}s" >> "$OUT/machine.txt"
 

@@ -13,6 +13,7 @@ from typing import Callable
 
 from . import captioning, chat as chat_ops
 from .options import CUSTOM_QUESTION, DEFAULT_ENHANCE_MAX_NEW_TOKENS, DEFAULT_QUESTION
+from .placement import Placement
 from .precision import check_finite, recovering
 from .prompt_encoder import as_image_list
 
@@ -24,6 +25,12 @@ class Answerer:
         self.mllm, self.tokenizer, self.use_thumbnail, self.placement, self.log = (mllm, tokenizer, use_thumbnail,
                                                                                   placement, log)
         self.cache = chat_ops.AnswerCache()
+
+    @classmethod
+    def on_device(cls, mllm, tokenizer, use_thumbnail: bool, device, log: Callable[[str], None] = print) -> Answerer:
+        """InternVL3 alone on `device` (the command line's caption and chat), with the same checks and fp16 recovery
+        as a whole loaded model."""
+        return cls(mllm, tokenizer, use_thumbnail, Placement({"mllm": [mllm]}, {"mllm": device}), log)
 
     def _answer(self, what: str, images: list, rows: list, *, progress=None, interrupt=None, **settings) -> list[str]:
         batch = chat_ops.prepare(self.tokenizer, chat_ops.context_length(self.mllm), images, rows,

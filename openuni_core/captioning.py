@@ -49,6 +49,7 @@ def caption(mllm, tokenizer, image, *, question: str = DEFAULT_QUESTION, **kwarg
 
 
 def single_question(tokenizer, question) -> str:
+    """The whole text as one checked question (an empty one asks options.DEFAULT_QUESTION)."""
     return check_user_text(tokenizer, question or "", "question").strip() or DEFAULT_QUESTION
 
 
@@ -56,7 +57,7 @@ def enhance_rows(prompt: str, images: int) -> list[Question]:
     """Our instruction (options.ENHANCE_INSTRUCTION, plus ENHANCE_WITH_IMAGE with an image) and the user's idea, about
     each image or once without one. prompt: checked text (chat.check_message)."""
     instruction = f"{ENHANCE_INSTRUCTION} {ENHANCE_WITH_IMAGE}" if images else ENHANCE_INSTRUCTION
-    return message_rows(f"{instruction}\n\nIdea: {prompt}", images)
+    return message_rows(f"{instruction}\n\nIdea: {prompt}", images, what="prompt", own=prompt)
 
 
 def enhanced(texts: list[str], prompt: str) -> list[str]:

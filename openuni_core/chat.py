@@ -23,7 +23,7 @@ from .errors import OpenUniError
 from .images import caption_pixel_values, tile_count, to_pil
 from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE
 from .options import (ANSWER_CACHE_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, GREEDY_BELOW, MAX_CHAT_ROWS,
-                      MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TILES, MAX_VISION_TILES, SAMPLING_TOP_K)
+                      MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TILES, MAX_VISION_TILES, SAMPLING_TOP_K, SEED_MAX)
 
 # InternVL3's own system prompt (its InternVL2.5 chat template), used when the caller gives none.
 SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
@@ -40,7 +40,7 @@ def conversation(message: str, tiles: int = 0, system: str | None = None) -> str
             f"{IM_START}user\n{image}{message}{IM_END}\n{IM_START}assistant\n")
 
 
-def check_settings(*, max_tiles: int, max_new_tokens: int, temperature: float) -> None:
+def check_settings(*, max_tiles: int, max_new_tokens: int, temperature: float, seed: int = 0) -> None:
     """Raise OpenUniError, naming the value and the fix, for a chat setting outside options.py's limits."""
     if not isinstance(max_tiles, int) or not 1 <= max_tiles <= MAX_TILES:
         raise OpenUniError(f"max_tiles {max_tiles} is not allowed: use 1 to {MAX_TILES} (InternVL3 uses up to 12).")
@@ -49,6 +49,8 @@ def check_settings(*, max_tiles: int, max_new_tokens: int, temperature: float) -
     if (not isinstance(temperature, (int, float)) or temperature != temperature
             or not 0 <= temperature <= MAX_TEMPERATURE):
         raise OpenUniError(f"temperature {temperature} is not allowed: use 0 (greedy) to {MAX_TEMPERATURE:g}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise OpenUniError(f"seed {seed!r} is not allowed: use a whole number from 0 to {SEED_MAX}.")
 
 
 def check_message(tokenizer, text, what: str = "message") -> str:
@@ -67,10 +69,16 @@ def check_system(tokenizer, system) -> str:
 
 @dataclass(frozen=True)
 class Question:
-    """One row: a checked question (or message) about images[image], or a text-only turn when image is None."""
+    """One row: a checked question (or message) about images[image], or a text-only turn when image is None.
+
+    what: the user's name for the text in messages ("question", "message", "prompt"); own: the part of `text` the
+    user typed, when `text` wraps it in an instruction of ours (None: all of it), so a too-long message counts only
+    the user's own tokens as theirs."""
 
     text: str
     image: int | None = None
+    what: str = "question"
+    own: str | None = None
 
 
 class AnswerCache:
@@ -82,11 +90,13 @@ class AnswerCache:
         self.size, self._items = size, OrderedDict()
 
     def get(self, key):
+        """The cached answer for a row key (see `prepare`), or None; a hit becomes the most recently used."""
         if key in self._items:
             self._items.move_to_end(key)
         return self._items.get(key)
 
     def put(self, key, text: str) -> None:
+        """Remember an answer, dropping the least recently used beyond the size."""
         self._items[key] = text
         self._items.move_to_end(key)
         while len(self._items) > self.size:
@@ -117,15 +127,15 @@ class _ProgressAndInterrupt(StoppingCriteria):
 
 
 class _SeededSampling(LogitsProcessor):
-    """Sampling at `temperature` where every row draws from its own generator seeded with `seed`, so an answer depends
-    on its own image, question and seed only, never on the other rows of the batch (generate's own sampling draws
-    the whole batch from one stream). Gumbel-max: argmax(logits/T + Gumbel noise) is a draw from softmax(logits/T),
+    """Sampling at `temperature` where every row draws from its own generator, seeded by `row_seed` from the user's
+    seed, its image and its question, so an answer depends on those only, never on the other rows of the batch
+    (generate's own sampling draws the whole batch from one stream), and two rows never share their draws. Gumbel-max: argmax(logits/T + Gumbel noise) is a draw from softmax(logits/T),
     so generate runs greedily on the noised scores. As InternVL's chat (transformers' sampling defaults), only the
     options.SAMPLING_TOP_K likeliest tokens are drawn from (top_p 1.0: no nucleus cut)."""
 
-    def __init__(self, rows: int, temperature: float, seed: int, device: torch.device):
+    def __init__(self, seeds: list[int], temperature: float, device: torch.device):
         self.temperature = float(temperature)
-        self.generators = [torch.Generator(device=device).manual_seed(int(seed) % (2**63)) for _ in range(rows)]
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
     def __call__(self, input_ids, scores):
         scores = scores.float()
@@ -139,7 +149,15 @@ class _SeededSampling(LogitsProcessor):
 
 
 def image_key(pil) -> str:
+    """What identifies an image for the cache and the row seeds: a SHA-256 of its RGB pixels, and its size."""
     return f"{hashlib.sha256(pil.tobytes()).hexdigest()}:{pil.size}"
+
+
+def row_seed(seed: int, image: str | None, text: str) -> int:
+    """The generator seed of one sampled row: the first 8 bytes of SHA-256 over the user's seed, the image's
+    `image_key` (None: a text-only turn) and the row's text, below 2^63 (what torch.Generator takes)."""
+    digest = hashlib.sha256(f"{seed}\n{image}\n{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)
 
 
 def context_length(mllm) -> int:
@@ -157,7 +175,7 @@ class Batch:
     answers: dict  # row key → answer, from the cache so far
     todo: list  # row keys to generate
     images: dict  # image key → PIL image, for the rows to generate
-    new_tokens: int
+    new_tokens: dict  # row key → most tokens its answer may have (max_new_tokens, less near the context's end)
     temperature: float | None  # None: greedy
     seed: int
     max_tiles: int
@@ -177,7 +195,7 @@ def prepare(tokenizer, context: int, images: list, questions: list[Question], *,
     context: the LLM's context (`context_length`). Raises OpenUniError for bad settings or images, and when a row
     does not fit the context. The same question about the same pixels becomes one row.
     """
-    check_settings(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature)
+    check_settings(max_tiles=max_tiles, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     pils = [to_pil(im) for im in images]
     tiles = [tile_count(p.width, p.height, max_tiles, use_thumbnail) for p in pils]
     keys = [image_key(p) for p in pils]
@@ -192,7 +210,7 @@ def prepare(tokenizer, context: int, images: list, questions: list[Question], *,
     answers = {k: cache.get(k) for k in ids} if cache is not None and greedy else {}
     todo = [k for k in ids if answers.get(k) is None]
     needed = {k[0] for k in todo}
-    new_tokens = min(max_new_tokens, context - max(len(ids[k]) for k in todo)) if todo else max_new_tokens
+    new_tokens = {k: min(max_new_tokens, context - len(ids[k])) for k in todo}
     return Batch(rows, ids, answers, todo, {k: p for k, p in zip(keys, pils) if k in needed}, new_tokens,
                  None if greedy else temperature, seed, max_tiles, use_thumbnail, cache if greedy else None)
 
@@ -201,18 +219,26 @@ def prepare(tokenizer, context: int, images: list, questions: list[Question], *,
 def generate_answers(mllm, tokenizer, batch: Batch, progress: Callable[[int, int], None] | None = None,
                      interrupt: Callable[[], None] | None = None) -> list[str]:
     """The batch's answers in row order: text without special tokens, stripped. Rows not cached are generated
-    together (up to options.MAX_CHAT_ROWS per generate), each image through the vision tower once; greedy answers go
-    into the cache. progress(tokens, total) after each generated token of the batch (total: rows to generate ×
-    new tokens); interrupt() raises to stop."""
+    together, up to options.MAX_CHAT_ROWS per generate, rows of the same answer budget and similar length side by
+    side (less padding); each image goes through the vision tower once; greedy answers go into the cache.
+    progress(tokens, total) after each generated token (total: the rows' budgets summed); interrupt() raises."""
     if batch.todo:
         features = _image_features(mllm, list(batch.images.items()), batch.max_tiles, batch.use_thumbnail)
-        total, step = len(batch.todo) * batch.new_tokens, MAX_CHAT_ROWS
-        for start in range(0, len(batch.todo), step):
-            chunk = batch.todo[start:start + step]
-            hooks = _ProgressAndInterrupt(start * batch.new_tokens, len(chunk), total, progress, interrupt)
+        chunks: list[list] = []  # rows of one answer budget, shortest prompts together (less padding)
+        for k in sorted(batch.todo, key=lambda k: (batch.new_tokens[k], len(batch.ids[k]))):
+            if chunks and len(chunks[-1]) < MAX_CHAT_ROWS and batch.new_tokens[chunks[-1][0]] == batch.new_tokens[k]:
+                chunks[-1].append(k)
+            else:
+                chunks.append([k])
+        done, total = 0, sum(batch.new_tokens.values())
+        for chunk in chunks:
+            budget = batch.new_tokens[chunk[0]]
+            hooks = _ProgressAndInterrupt(done, len(chunk), total, progress, interrupt)
+            seeds = None if batch.temperature is None else [row_seed(batch.seed, k[0], k[1]) for k in chunk]
             texts = _generate(mllm, tokenizer, [batch.ids[k] for k in chunk], [features.get(k[0]) for k in chunk],
-                              new_tokens=batch.new_tokens, temperature=batch.temperature, seed=batch.seed, hooks=hooks)
+                              new_tokens=budget, temperature=batch.temperature, seeds=seeds, hooks=hooks)
             batch.answers.update(zip(chunk, texts))
+            done += budget * len(chunk)
         for k in batch.todo if batch.cache is not None else ():
             batch.cache.put(k, batch.answers[k])
     return batch.result()
@@ -226,31 +252,35 @@ def answer(mllm, tokenizer, images: list, questions: list[Question], *, progress
     return generate_answers(mllm, tokenizer, batch, progress, interrupt)
 
 
-def message_rows(message: str, images: int) -> list[Question]:
-    """The message about each of `images` images, or once as a text-only turn when there are none."""
-    return [Question(message, i) for i in range(images)] or [Question(message)]
+def message_rows(message: str, images: int, what: str = "message", own: str | None = None) -> list[Question]:
+    """The message about each of `images` images, or once as a text-only turn when there are none (what, own: see
+    Question)."""
+    return [Question(message, i, what, own) for i in range(images)] or [Question(message, None, what, own)]
 
 
 def _prompt_ids(tokenizer, context: int, q: Question, tiles: int, system: str) -> list[int]:
     """The row's prompt token ids. Raises OpenUniError when they leave no room for an answer in the context; the
-    message counts the user's own tokens apart from the image's and the template's (system prompt included)."""
+    message counts the user's own tokens apart from the image's, the system prompt's and our template's."""
     ids = tokenizer(conversation(q.text, tiles, system), add_special_tokens=True, verbose=False).input_ids
     if len(ids) < context:
         return ids
-    what = "question" if q.image is not None else "message"
-    own = len(tokenizer(q.text, add_special_tokens=False, verbose=False).input_ids)
-    image = TOKENS_PER_TILE * tiles
-    template = len(ids) - own - image
-    room = context - 1 - image - template  # at least one token must be left for the answer
-    images = f"{tiles} image tiles ({image} tokens) and " if tiles else ""
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False, verbose=False).input_ids) if text else 0
+
+    own, image, system_tokens = count(q.own if q.own is not None else q.text), TOKENS_PER_TILE * tiles, count(system)
+    template = len(ids) - own - image - system_tokens
+    room = context - 1 - image - system_tokens - template  # at least one token must be left for the answer
+    parts = ([f"{tiles} image tile{'s' if tiles != 1 else ''} ({image} tokens)"] if tiles else []) + (
+        [f"{system_tokens} tokens of system prompt"] if system_tokens else []) + [f"{template} tokens of chat template"]
+    taken = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    fixes = ([f"lower max_tiles (each tile is {TOKENS_PER_TILE} tokens)"] if tiles else []) + (
+        ["shorten the system prompt"] if system_tokens else [])
     if room < 1:
-        raise OpenUniError(
-            f"The image takes {tiles} tiles ({image} tokens) and the chat template {template} tokens, which leaves no "
-            f"room in this model's {context}-token context for the {what} ({own} tokens) and an answer; lower "
-            f"max_tiles (each tile is {TOKENS_PER_TILE} tokens) or shorten the system prompt.")
-    fix = f"Shorten the {what} or lower max_tiles." if tiles else f"Shorten the {what}."
-    raise OpenUniError(f"The {what} is {own} tokens long; with {images}{template} tokens of chat template, this model "
-                       f"takes at most {room} tokens for it ({context}-token context). {fix}")
+        raise OpenUniError(f"{taken[0].upper()}{taken[1:]} leave no room in this model's {context}-token context for "
+                           f"the {q.what} ({own} tokens) and an answer; {' or '.join(fixes or [f'shorten the {q.what}'])}.")
+    raise OpenUniError(f"The {q.what} is {own} tokens long; with {taken}, this model takes at most {room} tokens for "
+                       f"it ({context}-token context). Shorten the {q.what}{''.join(' or ' + f for f in fixes)}.")
 
 
 def _image_features(mllm, images: list[tuple[str, object]], max_tiles: int, use_thumbnail: bool
@@ -279,7 +309,7 @@ def _image_features(mllm, images: list[tuple[str, object]], max_tiles: int, use_
 
 
 def _generate(mllm, tokenizer, ids: list[list[int]], features: list[torch.Tensor | None], *, new_tokens: int,
-              temperature: float | None, seed: int, hooks: StoppingCriteria) -> list[str]:
+              temperature: float | None, seeds: list[int] | None, hooks: StoppingCriteria) -> list[str]:
     """One batched generate: rows left-padded (position ids follow the attention mask), each stopping at <|im_end|>."""
     device = mllm.device
     context_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
@@ -298,19 +328,10 @@ def _generate(mllm, tokenizer, ids: list[list[int]], features: list[torch.Tensor
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end
     config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
                               eos_token_id=im_end, pad_token_id=pad)
-    sampling = [] if temperature is None else [_SeededSampling(len(rows), temperature, seed, device)]
+    sampling = [] if temperature is None else [_SeededSampling(seeds, temperature, device)]
     out = mllm.generate(inputs_embeds=inputs, attention_mask=mask, generation_config=config,
                         logits_processor=LogitsProcessorList(sampling), stopping_criteria=StoppingCriteriaList([hooks]))
     # With only inputs_embeds given, generate returns the new tokens alone; a finished row continues with padding,
     # and both it and <|im_end|> are special tokens, dropped when decoding.
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out.tolist()]
 
-
-def chat(mllm, tokenizer, message: str, images: list | None = None, *, system: str = "", **kwargs) -> list[str]:
-    """A message (and optionally images) → one answer per image, or one answer for a text-only message.
-
-    message and system are checked here (`check_message`, `check_system`); kwargs: those of `answer`.
-    """
-    message, system = check_message(tokenizer, message), check_system(tokenizer, system)
-    images = list(images or [])
-    return answer(mllm, tokenizer, images, message_rows(message, len(images)), system=system, **kwargs)

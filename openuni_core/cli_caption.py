@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .cli_common import STATUS, add_device_flags, add_image_answer_flags, refuse, say, verb
-from .options import DEFAULT_CAPTION_SEED, DEFAULT_QUESTION
+from .options import DEFAULT_CAPTION_SEED, DEFAULT_QUESTION, GREEDY_BELOW
 
 
 def add_caption(sub) -> None:
@@ -18,10 +18,11 @@ def add_caption(sub) -> None:
 def cmd_caption(args) -> int:
     from . import captioning, chat
     from . import cli_checks as checks
+    from .answers import Answerer
     from .devices import resolve_device, resolve_dtype
     from .internvl import inspect_internvl_folder, load_internvl
 
-    refuse([(args.seed is not None and args.temperature < 0.01,
+    refuse([(args.seed is not None and args.temperature < GREEDY_BELOW,
              "--seed only matters when sampling; add --temperature above 0 or remove --seed.")])
     captioning.check_settings(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens,
                               temperature=args.temperature)
@@ -35,12 +36,11 @@ def cmd_caption(args) -> int:
 
     say(f"[OpenUni] loading InternVL3 ({info.format} format) from {info.path}")
     mllm, tokenizer, info = load_internvl(info.path, dtype=dtype)
-    mllm.to(device)
-    answer = captioning.caption(mllm, tokenizer, image, question=args.question, max_tiles=args.max_tiles,
-                                max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                seed=DEFAULT_CAPTION_SEED if args.seed is None else args.seed,
-                                use_thumbnail=info.use_thumbnail,
-                                progress=lambda i, n: STATUS.show(f"answer: {i}/{n} tokens"))
+    answerer = Answerer.on_device(mllm, tokenizer, info.use_thumbnail, device, log=say)
+    answer = answerer.caption(image, args.question, max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature,
+                              seed=DEFAULT_CAPTION_SEED if args.seed is None else args.seed,
+                              progress=lambda i, n: STATUS.show(f"answer: {i}/{n} tokens"))
     STATUS.end()
     print(answer)
     return 0

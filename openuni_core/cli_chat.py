@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .cli_common import STATUS, add_device_flags, add_image_answer_flags, refuse, say, verb
-from .options import DEFAULT_CAPTION_SEED
+from .options import DEFAULT_CAPTION_SEED, GREEDY_BELOW
 
 
 def add_chat(sub) -> None:
@@ -19,10 +19,11 @@ def add_chat(sub) -> None:
 def cmd_chat(args) -> int:
     from . import chat
     from . import cli_checks as checks
+    from .answers import Answerer
     from .devices import resolve_device, resolve_dtype
     from .internvl import inspect_internvl_folder, load_internvl
 
-    refuse([(args.seed is not None and args.temperature < 0.01,
+    refuse([(args.seed is not None and args.temperature < GREEDY_BELOW,
              "--seed only matters when sampling; add --temperature above 0 or remove --seed.")])
     chat.check_settings(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     images = [checks.read_image("--image", args.image)] if args.image else []
@@ -32,16 +33,14 @@ def cmd_chat(args) -> int:
     tokenizer, context = checks.tokenizer_and_context(info)  # every text is checked before the weights load
     message, system = chat.check_message(tokenizer, args.message), chat.check_system(tokenizer, args.system)
     settings = dict(system=system, max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens,
-                    temperature=args.temperature, seed=DEFAULT_CAPTION_SEED if args.seed is None else args.seed,
-                    use_thumbnail=info.use_thumbnail)
-    rows = chat.message_rows(message, len(images))
-    chat.prepare(tokenizer, context, images, rows, **settings)
+                    temperature=args.temperature, seed=DEFAULT_CAPTION_SEED if args.seed is None else args.seed)
+    chat.prepare(tokenizer, context, images, chat.message_rows(message, len(images)), use_thumbnail=info.use_thumbnail,
+                 **settings)
 
     say(f"[OpenUni] loading InternVL3 ({info.format} format) from {info.path}")
     mllm, tokenizer, info = load_internvl(info.path, dtype=dtype)
-    mllm.to(device)
-    answer = chat.answer(mllm, tokenizer, images, rows, **settings,
-                         progress=lambda i, n: STATUS.show(f"answer: {i}/{n} tokens"))[0]
+    answerer = Answerer.on_device(mllm, tokenizer, info.use_thumbnail, device, log=say)
+    answer = answerer.chat(message, images, **settings, progress=lambda i, n: STATUS.show(f"answer: {i}/{n} tokens"))[0]
     STATUS.end()
     print(answer)
     return 0

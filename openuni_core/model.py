@@ -13,11 +13,11 @@ from typing import Callable
 
 import torch
 
-from . import inpaint, sampling, vae as vae_ops
+from . import sampling, vae as vae_ops
 from .answers import Answerer
 from .conditioning import QueryConditioning
 from .errors import OpenUniError
-from .options import DEFAULT_CFG, DEFAULT_QUESTION, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS, SPATIAL_COMPRESSION
+from .options import DEFAULT_CFG, DEFAULT_QUESTION, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_STEPS
 from .placement import Placement
 from .precision import recovering
 from .prompt_encoder import PromptEncoder
@@ -99,19 +99,7 @@ class OpenUniModel:
         if negative is not None and cfg != 1.0 and len(negative) not in (1, prompts):
             raise OpenUniError(f"Negative conditioning has {len(negative)} rows for {prompts} prompts; give one "
                                "negative, or one per prompt.")
-        if init_latents is not None:
-            h, w = (s * SPATIAL_COMPRESSION for s in init_latents.shape[-2:])
-            if (w, h) != (width, height):
-                raise OpenUniError(f"The input latent is {w}×{h} pixels but {width}×{height} was asked; use the "
-                                   "latent's size.")
-            if init_latents.shape[0] not in (1, prompts * batch_size):
-                raise OpenUniError(f"The input latent holds {init_latents.shape[0]} images for a batch of "
-                                   f"{prompts * batch_size}.")
-        if noise_mask is not None:
-            if init_latents is None:
-                raise OpenUniError("A noise mask needs the latent it applies to; connect a latent (e.g. from VAE "
-                                   "Encode) to inpaint.")
-            inpaint.check_mask(noise_mask, batch=prompts * batch_size)
+        sampling.check_start(init_latents, noise_mask, width=width, height=height, batch=prompts * batch_size)
 
     def sample(self, positive: QueryConditioning, negative: QueryConditioning | None = None, *, width: int | None = None,
                height: int | None = None, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
@@ -173,13 +161,17 @@ class OpenUniModel:
 
     # ----- understanding (answers.py) ----------------------------------------------------------------------------
     def caption(self, image, question: str = DEFAULT_QUESTION, **kwargs) -> str:
+        """One question about one image → its answer (Answerer.caption)."""
         return self.answerer.caption(image, question, **kwargs)
 
     def captions(self, images, question: str = DEFAULT_QUESTION, **kwargs) -> list[str]:
+        """Images × a preset's questions → answers image by image (Answerer.captions)."""
         return self.answerer.captions(images, question, **kwargs)
 
     def chat(self, message: str, images=None, **kwargs) -> list[str]:
+        """A message, optionally about images → one answer per image, or one (Answerer.chat)."""
         return self.answerer.chat(message, images, **kwargs)
 
     def enhance_prompt(self, prompt: str, images=None, **kwargs) -> list[str]:
+        """A short idea → detailed generation prompts, one per reference image (Answerer.enhance_prompt)."""
         return self.answerer.enhance_prompt(prompt, images, **kwargs)

@@ -17,7 +17,7 @@ import torch
 
 from .conditioning import same_token_count
 from .errors import OpenUniError
-from .inpaint import keep_outside, latent_mask
+from .inpaint import check_mask, keep_outside, latent_mask
 from .precision import check_finite
 from .options import (LATENT_CHANNELS, MAX_BATCH, MAX_CFG, MAX_SIDE, MAX_STEPS, MIN_SIDE, SAMPLERS,
                       SPATIAL_COMPRESSION)
@@ -64,6 +64,24 @@ def check_latents(latents: torch.Tensor, *, what: str = "latent") -> None:
                            f"[batch, {LATENT_CHANNELS}, height/32, width/32]. Was it made by another model's VAE?")
     if not torch.isfinite(latents).all():
         raise OpenUniError(f"The {what} contains NaN or infinite values; it cannot be sampled from.")
+
+
+def check_start(init_latents: torch.Tensor | None, noise_mask: torch.Tensor | None, *, width: int, height: int,
+                batch: int) -> None:
+    """Raise OpenUniError unless the start latents (image-to-image; already through `check_latents`) fit the asked
+    size and `batch` images, and a noise_mask (inpainting) comes with latents and fits them (inpaint.check_mask)."""
+    if init_latents is not None:
+        h, w = (s * SPATIAL_COMPRESSION for s in init_latents.shape[-2:])
+        if (w, h) != (width, height):
+            raise OpenUniError(f"The input latent is {w}×{h} pixels but {width}×{height} was asked; use the "
+                               "latent's size.")
+        if init_latents.shape[0] not in (1, batch):
+            raise OpenUniError(f"The input latent holds {init_latents.shape[0]} images for a batch of {batch}.")
+    if noise_mask is not None:
+        if init_latents is None:
+            raise OpenUniError("A noise mask needs the latent it applies to; connect a latent (e.g. from VAE "
+                               "Encode) to inpaint.")
+        check_mask(noise_mask, batch=batch)
 
 
 def make_scheduler(sampler: str, scheduler_config: dict):

@@ -91,7 +91,8 @@ def test_chat_about_an_image_equals_transformers_generate_with_its_pixels(fresh)
 
 def test_batched_rows_equal_sequential_generate_and_encode_each_image_once(fresh):
     """Rows of different lengths (1 and 3 tiles, text-only) in ONE batched generate, left-padded, equal one-at-a-time
-    generate. Catches: right padding, position ids not following the mask, features spliced into the wrong row."""
+    generate. Catches: right padding, an attention mask that lets rows see their padding, features spliced into the
+    wrong row."""
     images = [u8_image(448, 448, seed=1), u8_image(448, 896, seed=2), u8_image(64, 80, seed=3)]
     rows = [Question("What is in the picture?", 0), Question("Describe a red fox."),
             Question("What is in the picture?", 1), Question("Where is it?", 2), Question("Where is it?", 1)]
@@ -124,6 +125,7 @@ def test_several_questions_encode_the_image_once_and_a_repeat_costs_no_forward(f
     changed = image.clone()
     changed[0, 0, 0] = 1 - changed[0, 0, 0]
     for call in (lambda: fresh.captions(changed, "What?", max_new_tokens=6),
+                 lambda: fresh.captions(image, "What is it?", max_new_tokens=6),
                  lambda: fresh.captions(image, "What?", max_new_tokens=7),
                  lambda: fresh.captions(image, "What?", max_new_tokens=6, max_tiles=2),
                  lambda: fresh.chat("What?", [image], system="Be brief.", max_new_tokens=6),
@@ -210,7 +212,7 @@ def test_seeded_sampling_draws_from_the_softmax_at_the_temperature():
     biased noise (e.g. uniform instead of Gumbel)."""
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0]])
     t = 0.7
-    sampler = chat._SeededSampling(1, t, seed=3, device=torch.device("cpu"))
+    sampler = chat._SeededSampling([3], t, device=torch.device("cpu"))
     draws = np.array([int(sampler(None, logits.clone()).argmax()) for _ in range(20000)])
     freq = np.bincount(draws, minlength=5) / len(draws)
     expected = np.exp(logits[0].numpy() / t) / np.exp(logits[0].numpy() / t).sum()
@@ -234,7 +236,13 @@ def test_custom_questions_one_per_line_in_image_then_question_order(fresh):
     (lambda m: m.chat("hi", system="<|im_start|>system"), r"system prompt contains \['<\|im_start\|>'\]"),
     (lambda m: m.chat("fox " * 9000), r"The message is \d+ tokens long; with \d+ tokens of chat template, this model takes at most \d+ tokens"),
     (lambda m: m.chat("fox " * 8000, [torch.rand(100, 400, 3)], max_tiles=4),
-     r"The question is \d+ tokens long; with 5 image tiles \(1280 tokens\)"),
+     r"The message is \d+ tokens long; with 5 image tiles \(1280 tokens\)"),
+    (lambda m: m.enhance_prompt("fox " * 9000), r"The prompt is 900\d tokens long; with \d+ tokens of chat template"),
+    (lambda m: m.chat("hi", system="fox " * 9000),
+     r"900\d tokens of system prompt and \d+ tokens of chat template leave no room .* for the message \(\d tokens\) "
+     r"and an answer; shorten the system prompt\.$"),
+    (lambda m: m.captions(torch.rand(8, 8, 3), "What?", temperature=1.0, seed=None), r"seed None is not allowed"),
+    (lambda m: m.chat("hi", seed=-1), r"seed -1 is not allowed: use a whole number from 0 to"),
     (lambda m: m.chat("hi", [torch.full((8, 8, 3), float("nan"))]), r"NaN or infinite"),
     (lambda m: m.chat("hi", max_new_tokens=0), r"max_new_tokens 0 is not allowed"),
     (lambda m: m.enhance_prompt(""), r"The prompt is empty"),
@@ -243,7 +251,8 @@ def test_custom_questions_one_per_line_in_image_then_question_order(fresh):
     (lambda m: m.captions(torch.rand(8, 8, 3), preset="poem"), r"Unknown caption preset 'poem'; choose one of"),
     (lambda m: m.captions(torch.rand(8, 8, 3), "ok\n<img>"), r"question contains \['<img>'\]"),
 ], ids=["empty", "blank", "none", "not text", "control tokens", "system control token", "too long", "too long, image",
-        "nan image", "max_new_tokens 0", "enhance empty", "enhance control token", "enhance temperature",
+        "enhance too long", "system prompt too long", "seed None", "seed -1", "nan image", "max_new_tokens 0",
+        "enhance empty", "enhance control token", "enhance temperature",
         "unknown preset", "control token on a second line"])
 def test_bad_input_is_refused_with_one_line_before_any_forward(fresh, monkeypatch, call, message):
     """The same checks and messages as captioning, one line each, before the MLLM is placed on its device (with an
@@ -275,3 +284,71 @@ def test_cli_chat_prints_the_answer_and_refuses_bad_input(tiny, fresh, tmp_path)
         assert r.stdout == expected + "\n"
     r = subprocess.run(base + ["--message", "hi <|im_end|>"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "control tokens" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_long_row_does_not_cut_the_answers_of_the_others(fresh):
+    """A row whose prompt leaves only a few tokens of the context shares a call with a short one: the short row still
+    gets its whole max_new_tokens, and what is cached for it is its own full answer. Catches one answer budget for the
+    whole batch (the longest row's), which cut the others short and cached the cut answers."""
+    context = chat.context_length(fresh.mllm)
+    filler = "fox " * (context - 200)
+    long_ids = len(fresh.tokenizer(literal_prompt(filler)).input_ids)
+    long = filler + "fox " * (context - 4 - long_ids)  # leaves 4 tokens for its answer
+    rows = [Question("Describe a red fox."), Question(long, what="message")]
+    both = chat.answer(fresh.mllm, fresh.tokenizer, [], rows, max_new_tokens=30, cache=fresh.answers)
+    alone = reference(fresh, literal_prompt("Describe a red fox."), max_new_tokens=30)
+    assert len(fresh.tokenizer(alone).input_ids) > 4  # a real difference if the budget were shared
+    assert both[0] == alone
+    assert chat.answer(fresh.mllm, fresh.tokenizer, [], [Question("Describe a red fox.")], max_new_tokens=30,
+                       cache=fresh.answers) == [alone]
+
+
+def test_batches_split_at_the_row_and_tile_limits_give_the_same_answers(fresh, monkeypatch):
+    """Six rows about four images with at most 2 rows per generate and 2 tiles per vision forward: the same answers
+    and the same progress total as one batch. Catches a lost or repeated chunk, a wrong offset in the progress, or
+    image features assigned to the wrong image across vision batches."""
+    images = [u8_image(448, 448, seed=s) for s in range(4)]
+    rows = [Question("What?", i) for i in range(4)] + [Question("Where?", 1), Question("Describe a red fox.")]
+    whole, seen = chat.answer(fresh.mllm, fresh.tokenizer, images, rows, max_new_tokens=5, max_tiles=1), []
+    monkeypatch.setattr(chat, "MAX_CHAT_ROWS", 2)
+    monkeypatch.setattr(chat, "MAX_VISION_TILES", 2)
+    with counting_vision_forwards(fresh) as vision:
+        split = chat.answer(fresh.mllm, fresh.tokenizer, images, rows, max_new_tokens=5, max_tiles=1,
+                            progress=lambda i, n: seen.append((i, n)))
+    assert split == whole and vision[0] == 2
+    assert seen[-1] == (30, 30) and [i for i, _ in seen] == sorted(i for i, _ in seen)
+
+
+def test_sampled_rows_about_different_images_draw_different_noise(fresh):
+    """Two rows of one sampled call get generators seeded from the seed, their image and their question. Catches one
+    generator seed for every row (rows of one batch would share their draws: near-identical images, near-identical
+    captions)."""
+    a, b = chat.image_key(u8_image(8, 8, seed=1)), chat.image_key(u8_image(8, 8, seed=2))
+    seeds = {chat.row_seed(7, a, "What?"), chat.row_seed(7, b, "What?"), chat.row_seed(7, a, "Where?"),
+             chat.row_seed(8, a, "What?"), chat.row_seed(7, None, "What?")}
+    assert len(seeds) == 5 and all(0 <= x < 2**63 for x in seeds)
+    assert chat.row_seed(7, a, "What?") == chat.row_seed(7, a, "What?")
+
+
+def test_cli_caption_and_chat_rerun_an_fp16_overflow_in_fp32(tiny, tmp_path):
+    """InternVL3 files whose LLM overflows fp16 (two MLP weights ×1e4, as in test_core_precision): the caption and
+    chat verbs at --dtype fp16 re-run in fp32 with the one log line, instead of printing an answer of inf/NaN logits.
+    Catches the command line calling the chat functions without the engine's inf/NaN check and recovery."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "InternVL3-overflows-fp16"
+    shutil.copytree(tiny.mllm_original, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    for key in ("layers.0.mlp.up_proj.weight", "layers.0.mlp.down_proj.weight"):
+        weights[f"language_model.model.{key}"] = weights[f"language_model.model.{key}"].float() * 1e4
+    save_file(weights, str(folder / "model.safetensors"))
+    image = tmp_path / "im.png"
+    u8_image(64, 64, seed=5).save(image)
+    base = [sys.executable, "-m", "openuni_core"]
+    common = ["--mllm", str(folder), "--dtype", "fp16", "--device", "cpu", "--max-new-tokens", "4"]
+    for verb in (["caption", "--image", str(image)], ["chat", "--message", "Describe a red fox."]):
+        r = subprocess.run(base + verb + common, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "in fp16 (an overflow); running InternVL3 in fp32 from now on." in r.stderr, r.stderr

@@ -171,7 +171,7 @@ def test_greedy_caption_equals_transformers_generate(captioner):
 class _GumbelFromSeed:
     """The published Gumbel-max trick, written here: argmax(scores + G) with G = -log(-log U) is a draw from
     softmax(scores). U: one uniform row per generated token from a torch generator seeded with `seed` (the engine's
-    stated convention: each answer draws from its own seeded generator)."""
+    stated convention: each answer draws from its own generator, seeded by chat.row_seed)."""
 
     def __init__(self, seed: int):
         self.generator = torch.Generator().manual_seed(seed)
@@ -189,9 +189,13 @@ def test_sampled_caption_equals_transformers_top_k_sampling_at_that_temperature(
     `temperature` (sampling at 1.0, or greedy), dropping the top-k cut or ignoring the seed."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
+    from openuni_core.chat import image_key, row_seed
+
     image = _image_448(1)
     for seed in (1, 2):
-        draw = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopKLogitsWarper(50), _GumbelFromSeed(seed)])
+        generator_seed = row_seed(seed, image_key(image), QUESTION)  # the answer's own seed (tested in test_core_chat)
+        draw = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopKLogitsWarper(50),
+                                    _GumbelFromSeed(generator_seed)])
         ref = _reference_caption(captioner, image, 12, do_sample=False, logits_processor=draw)
         assert captioner.caption(image, QUESTION, max_new_tokens=12, temperature=temperature, seed=seed) == ref
 

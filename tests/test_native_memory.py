@@ -108,3 +108,18 @@ def test_mllm_device_option_places_internvl3(comfy):
     got = comfy.call("OpenUniTextEncode", model=split, prompt="two cats", negative_prompt="")[0][0][0]
     want = comfy.call("OpenUniTextEncode", model=engine, prompt="two cats", negative_prompt="")[0][0][0]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_captions_and_prompts_are_loaded_through_comfyui(comfy):
+    """After the loader, the engine's prompt encoder and answerer both use ComfyUI's placement, and an OpenUni Caption
+    run leaves InternVL3 among ComfyUI's loaded models. Catches the engine's placement setter not handing ComfyUI's
+    placement to one of them (that one would move InternVL3 itself, unseen by ComfyUI's memory management)."""
+    import comfy.model_management as mm
+
+    engine = comfy.load()[0]
+    assert engine.answerer.placement is engine.prompts.placement is engine.placement
+    assert type(engine.placement).__name__ == "ComfyPlacement"
+    mm.unload_all_models()
+    comfy.call("OpenUniCaption", model=engine, image=torch.rand(1, 64, 64, 3), question="What is it?", max_tiles=1,
+               max_new_tokens=2, temperature=0.7, seed=1)
+    assert "MLLMPart" in ours_loaded(comfy)

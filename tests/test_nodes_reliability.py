@@ -287,7 +287,7 @@ BAD = {
         r"tokens long; this model takes at most"),
     "caption question longer than the context": (
         lambda g: g.caption(image(1, 8, 8, 3), question="fox " * 9000),
-        r"The question is \d+ tokens long; with 1 image tiles .*Shorten the question or lower max_tiles"),
+        r"The question is \d+ tokens long; with 1 image tile .*Shorten the question or lower max_tiles"),
     "empty prompt": (lambda g: g.env.call("OpenUniTextEncode", model=g.mb, prompt="", negative_prompt=""),
                      r"The prompt is empty; write what to draw \(if it comes from another node"),
     "prompt of spaces and control characters": (
