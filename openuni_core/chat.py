@@ -23,7 +23,8 @@ from .errors import OpenUniError
 from .images import caption_pixel_values, tile_count, to_pil
 from .internvl import IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START, TOKENS_PER_TILE
 from .options import (ANSWER_CACHE_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TILES, GREEDY_BELOW, MAX_CHAT_ROWS,
-                      MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TILES, MAX_VISION_TILES, SAMPLING_TOP_K, SEED_MAX)
+                      MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TILES, MAX_VISION_TILES, SAMPLING_TOP_K)
+from .sampling import check_seed
 
 # InternVL3's own system prompt (its InternVL2.5 chat template), used when the caller gives none.
 SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
@@ -49,8 +50,7 @@ def check_settings(*, max_tiles: int, max_new_tokens: int, temperature: float, s
     if (not isinstance(temperature, (int, float)) or temperature != temperature
             or not 0 <= temperature <= MAX_TEMPERATURE):
         raise OpenUniError(f"temperature {temperature} is not allowed: use 0 (greedy) to {MAX_TEMPERATURE:g}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise OpenUniError(f"seed {seed!r} is not allowed: use a whole number from 0 to {SEED_MAX}.")
+    check_seed(seed)
 
 
 def check_message(tokenizer, text, what: str = "message") -> str:

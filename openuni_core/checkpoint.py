@@ -161,8 +161,9 @@ class CheckpointInfo:
 def _check_groups(path: Path, shapes: dict[str, dict[str, torch.Size]], config: dict) -> CheckpointInfo:
     for required in ("meta_queries", "connector", "projector"):
         if not shapes[required]:
-            raise OpenUniError(f"{path} has no {required} weights: it is not an OpenUni checkpoint "
-                               "(or only part of one).")
+            raise OpenUniError(f"{path} has no {required} weights: it is not an OpenUni checkpoint (or only part of "
+                               "one). Choose an OpenUni checkpoint (openuni_*.pth or .safetensors from wusize/openuni); "
+                               "a truncated download must be fetched again.")
     mq = shapes["meta_queries"][""]
     if len(mq) != 2 or mq[0] != NUM_QUERIES:
         raise OpenUniError(f"{path}: meta_queries has shape {list(mq)}, expected [{NUM_QUERIES}, LLM width].")

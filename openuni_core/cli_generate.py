@@ -9,7 +9,7 @@ from .cli_common import (STATUS, add_device_flags, add_model_flags, check_device
                          verb, write)
 from .options import (ATTENTION_KERNELS, DEFAULT_CFG, DEFAULT_EDIT_NEGATIVE, DEFAULT_NEGATIVE, DEFAULT_SAMPLER,
                       DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_VARIANT, MAX_BATCH, MAX_STEPS,
-                      MEMORY_POLICIES, SAMPLERS, SPATIAL_COMPRESSION)
+                      MEMORY_POLICIES, SAMPLERS, SEED_MAX, SPATIAL_COMPRESSION)
 
 
 def add_generate(sub) -> None:
@@ -38,7 +38,8 @@ def add_generate(sub) -> None:
     s.add_argument("--cfg", type=float, metavar="F", default=DEFAULT_CFG,
                    help="guidance scale, 0 to 100; 1 turns guidance off")
     s.add_argument("--seed", type=int, metavar="N", default=DEFAULT_SEED,
-                   help="noise seed (the noise is drawn on the CPU, so a seed gives the same image on any device)")
+                   help=f"noise seed, 0 to {SEED_MAX} (the noise is drawn on the CPU, so a seed gives the same image on any "
+                        "device)")
     s.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
                    help="; ".join(f"{k}: {v}" for k, v in SAMPLERS.items()))
     s.add_argument("--batch", type=int, metavar="N", default=1, help=f"images from the prompt, 1 to {MAX_BATCH}")
@@ -83,7 +84,11 @@ def cmd_generate(args) -> int:
                                           "all given; remove it (or some of them)."),
     ])
     strength = args.strength if args.strength is not None else (DEFAULT_STRENGTH if args.image else 1.0)
-    settings = dict(steps=args.steps, cfg=args.cfg, sampler=args.sampler, batch_size=args.batch, strength=strength)
+    refuse([(not 0 < strength <= 1, f"--strength {strength} is not allowed: it must be above 0 and at most 1."),
+            (0 < strength < 1 and int(args.steps * strength) < 1,
+             f"--strength {strength} leaves no step to run out of --steps {args.steps}; raise --strength or --steps.")])
+    settings = dict(steps=args.steps, cfg=args.cfg, sampler=args.sampler, batch_size=args.batch, strength=strength,
+                    seed=args.seed)
     check_settings(width=args.width, height=args.height, **settings)
     outputs = checks.Outputs()
     pictures = outputs.add("--out", args.out, checks.image_suffixes(), "an image file", count=args.batch,
@@ -119,7 +124,7 @@ def cmd_generate(args) -> int:
         positive, negative = model.encode_pair(args.prompt, args.negative)
     else:
         positive, negative = model.encode_prompt(args.prompt), None
-    latents = model.sample(positive, negative, width=width, height=height, seed=args.seed, init_latents=init_latents,
+    latents = model.sample(positive, negative, width=width, height=height, init_latents=init_latents,
                            progress=lambda i, n: STATUS.show(f"step {i}/{n}"), **settings)
     STATUS.end()
     if latents_file is not None:

@@ -264,7 +264,7 @@ def missing_error(missing: list[Missing], variant: Variant | None,
     return MissingModelFilesError(
         f"Model files for {label} are missing:\n" + "\n".join(m.line() for m in missing)
         + "\nDownload them from the Hugging Face repos named above into those paths"
-        + (f", or {fetch}." if fetch else ".")
+        + (f", or {fetch}." if fetch else ", or give the right path if a name is mistyped.")
     )
 
 

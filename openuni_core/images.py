@@ -21,7 +21,8 @@ def to_pil(image) -> Image.Image:
             check_size(image)  # from the header, before decoding the pixels
             image.load()
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise OpenUniError(f"Cannot read image {image}: {e}") from e
+            raise OpenUniError(f"Cannot read image {image}: {e}. Give a PNG, JPEG, WebP or other image file Pillow "
+                               "can open.") from e
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise OpenUniError("The image is empty (0 pixels).")

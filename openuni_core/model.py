@@ -86,12 +86,12 @@ class OpenUniModel:
     def check_inputs(self, positive: QueryConditioning, negative: QueryConditioning | None, *, width: int,
                      height: int, steps: int, cfg: float, sampler: str, batch_size: int,
                      init_latents: torch.Tensor | None, strength: float,
-                     noise_mask: torch.Tensor | None = None) -> None:
+                     noise_mask: torch.Tensor | None = None, seed: int = DEFAULT_SEED) -> None:
         """Every argument of `sample`, checked once before any work; raises OpenUniError naming the fix."""
         if init_latents is not None:
             sampling.check_latents(init_latents, what="latent input")
         sampling.check_settings(width=width, height=height, steps=steps, cfg=cfg, sampler=sampler,
-                                batch_size=batch_size, strength=strength)
+                                batch_size=batch_size, strength=strength, seed=seed)
         for cond, what in ((positive, "positive"), (negative, "negative")):
             if cond is not None:
                 cond.check_for(self.model_id, self.transformer.config.caption_channels, what)
@@ -117,7 +117,8 @@ class OpenUniModel:
         height = self.variant.pixels if height is None else height
         # 1. Check every input, once.
         self.check_inputs(positive, negative, width=width, height=height, steps=steps, cfg=cfg, sampler=sampler,
-                          batch_size=batch_size, init_latents=init_latents, strength=strength, noise_mask=noise_mask)
+                          batch_size=batch_size, init_latents=init_latents, strength=strength, noise_mask=noise_mask,
+                          seed=seed)
         # 2. The default negative, when guidance needs one.
         if cfg != 1.0 and negative is None:
             negative = self.encode_negative()

@@ -19,13 +19,13 @@ from .conditioning import same_token_count
 from .errors import OpenUniError
 from .inpaint import check_mask, keep_outside, latent_mask
 from .precision import check_finite
-from .options import (LATENT_CHANNELS, MAX_BATCH, MAX_CFG, MAX_SIDE, MAX_STEPS, MIN_SIDE, SAMPLERS,
-                      SPATIAL_COMPRESSION)
+from .options import (DEFAULT_SEED, LATENT_CHANNELS, MAX_BATCH, MAX_CFG, MAX_SIDE, MAX_STEPS, MIN_SIDE, SAMPLERS,
+                      SEED_MAX, SPATIAL_COMPRESSION)
 from .reuse import constant_conditioning
 
 
 def check_settings(*, width: int | None, height: int | None, steps: int, cfg: float, sampler: str,
-                   batch_size: int = 1, strength: float = 1.0) -> None:
+                   batch_size: int = 1, strength: float = 1.0, seed: int = DEFAULT_SEED) -> None:
     """Raise OpenUniError, naming the value and the fix, for any sampling setting outside options.py's limits.
     A side that is None is not known yet (a host checks the rest before it knows the size) and is skipped."""
     for name, v in (("width", width), ("height", height)):
@@ -43,6 +43,14 @@ def check_settings(*, width: int | None, height: int | None, steps: int, cfg: fl
         raise OpenUniError(f"denoise/strength {strength} is not allowed: it must be above 0 and at most 1.")
     if strength < 1 and int(steps * strength) < 1:
         raise OpenUniError(f"denoise {strength} leaves no step to run out of {steps}; raise denoise or steps.")
+    check_seed(seed)
+
+
+def check_seed(seed) -> None:
+    """A seed is a whole number from 0 to options.SEED_MAX (ComfyUI's seed widget range); anything else is refused
+    rather than wrapped around."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise OpenUniError(f"seed {seed!r} is not allowed: use a whole number from 0 to {SEED_MAX}.")
 
 
 def check_side(name: str, v) -> None:
@@ -144,7 +152,10 @@ def sample(transformer, scheduler_config: dict, positive: torch.Tensor, negative
     scheduler.set_timesteps(steps, device=device)
     start = first_step(steps, strength) if init_latents is not None else 0
     timesteps = scheduler.timesteps[start * scheduler.order:]
-    if start and hasattr(scheduler, "set_begin_index"):
+    if hasattr(scheduler, "set_begin_index"):
+        # Always, not only part-way: above 500 steps DPM-Solver++'s first timesteps repeat ([999, 999, 998, ...]),
+        # and a scheduler left to find its start by the first timestep's value picks the second index and runs one
+        # step past the end (IndexError after the whole run). Below that the two give the same index.
         scheduler.set_begin_index(start * scheduler.order)
 
     # 3. Initial latents: CPU noise (seeded), noised init latents for image-to-image.

@@ -183,3 +183,25 @@ def test_compile_switch_gives_the_same_latents(tiny):
     compiled = m.sample(pos, width=32, height=32, steps=2, cfg=2.0, seed=0)
     assert hasattr(m.denoiser, "_orig_mod")
     assert (eager - compiled).abs().max() < 1e-4
+
+
+def test_dpmpp_above_500_steps_runs_to_the_end(model, tiny):
+    """Above 500 steps DPM-Solver++'s first timesteps repeat (999, 999, 998, ...); left to find its start index from
+    the first timestep's value, diffusers' scheduler takes the second and steps past the end (IndexError after the
+    whole run). Equal to diffusers' own scheduler stepped from index 0 on SANA's raw output (cfg 1). Would catch
+    `set_begin_index` called only for image-to-image again."""
+    steps = 600
+    pos = model.encode_prompt(["a red fox"])
+    ours = model.sample(pos, None, width=32, height=32, steps=steps, cfg=1.0, seed=3, sampler="dpmpp")
+    scheduler = _scheduler("dpmpp", tiny.sana)
+    scheduler.set_timesteps(steps)
+    assert scheduler.timesteps[0] == scheduler.timesteps[1]  # the repeated start this test is about
+    scheduler.set_begin_index(0)
+    latents = _cpu_noise(3, (1, 32, 1, 1))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            v = model.transformer(latents, encoder_hidden_states=pos.embeds, timestep=t.expand(1),
+                                  return_dict=False)[0]
+            latents = scheduler.step(v, t, latents, return_dict=False)[0]
+    ref = latents / model.vae.config.scaling_factor
+    assert torch.isfinite(ours).all() and (ours - ref).abs().max().item() <= 1e-4
