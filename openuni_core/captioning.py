@@ -4,16 +4,10 @@ and prompt enhancement. The conversation and the batched generation are chat.py'
 
 from __future__ import annotations
 
-# check_settings is re-exported for the CLI's caption verb.
-from .chat import Question, answer, check_settings, conversation, message_rows  # noqa: F401
+from .chat import Question, answer, message_rows
 from .conditioning import check_user_text
 from .errors import OpenUniError
 from .options import CAPTION_PRESETS, CUSTOM_QUESTION, DEFAULT_QUESTION, ENHANCE_INSTRUCTION, ENHANCE_WITH_IMAGE
-
-
-def chat_query(question: str, num_tiles: int) -> str:
-    """The captioning prompt: one question about an image of `num_tiles` views, with InternVL3's system prompt."""
-    return conversation(question, num_tiles)
 
 
 def preset_questions(tokenizer, preset: str = CUSTOM_QUESTION, question: str = DEFAULT_QUESTION) -> list[str]:

@@ -24,8 +24,7 @@ def cmd_caption(args) -> int:
 
     refuse([(args.seed is not None and args.temperature < GREEDY_BELOW,
              "--seed only matters when sampling; add --temperature above 0 or remove --seed.")])
-    captioning.check_settings(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature)
+    chat.check_settings(max_tiles=args.max_tiles, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     image = checks.read_image("--image", args.image)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

@@ -76,7 +76,7 @@ def _caption(model, image, **kwargs) -> tuple[str, torch.Tensor]:
 
 def compute(t: TinyModels) -> dict:
     """Every version-sensitive output of the engine on the set `t`: name → tensor, or text."""
-    from openuni_core.captioning import chat_query
+    from openuni_core.chat import conversation
     from openuni_core.images import caption_pixel_values, to_pil
     from openuni_core.loading import load_openuni
 
@@ -99,7 +99,7 @@ def compute(t: TinyModels) -> dict:
     out["caption/original/sampled_text"], out["caption/original/sampled_ids"] = _caption(
         orig, pattern(160, 120, 1), temperature=0.7, seed=3)
     pixels = caption_pixel_values(to_pil(pattern(160, 120, 1)), 2, True)
-    ids = torch.tensor([orig.tokenizer(chat_query("Describe this image.", pixels.shape[0])).input_ids])
+    ids = torch.tensor([orig.tokenizer(conversation("Describe this image.", pixels.shape[0])).input_ids])
     with torch.no_grad():
         out["caption/logits"] = orig.mllm(input_ids=ids, attention_mask=torch.ones_like(ids),
                                           pixel_values=pixels).logits[0, -4:]

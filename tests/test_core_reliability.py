@@ -168,7 +168,7 @@ def test_caption_inputs_property(model, question, tiles, tokens, temperature, se
     """Refused exactly when a setting is outside the published limits (or the question spells a control token);
     accepted inputs give a text from at most `tokens` generated tokens. Guards against refusing valid input (e.g.
     `if not isinstance(max_tiles, int) or not 1 <= max_tiles <= MAX_TILES:` → `if True:` in
-    captioning.check_settings)."""
+    chat.check_settings)."""
     valid = valid_caption(max_tiles=tiles, max_new_tokens=tokens, temperature=temperature)
     generated = []
     try:

@@ -7,7 +7,7 @@ from PIL import Image
 
 from references import reference_decode, reference_encode
 
-from openuni_core import captioning
+from openuni_core import chat
 from openuni_core.images import closest_tile_grid, tile_image, to_pil
 from openuni_core.internvl import IM_END
 
@@ -211,8 +211,8 @@ def test_sampled_caption_same_seed_same_text_other_seed_other_text(captioner):
     assert captioner.caption(image, QUESTION, max_new_tokens=12) not in texts
 
 
-def test_chat_query_format():
-    q = captioning.chat_query("Q?", 2)
+def test_conversation_format():
+    q = chat.conversation("Q?", 2)
     assert q.startswith("<|im_start|>system\n你是书生·万象")
     assert q.count("<IMG_CONTEXT>") == 512
     assert q.endswith("<img>" + "<IMG_CONTEXT>" * 512 + "</img>\nQ?<|im_end|>\n<|im_start|>assistant\n")

@@ -823,7 +823,7 @@ def test_caption_node_inputs_property(g, question, tiles, tokens, temperature, s
     """Refused exactly when an input is outside the published limits (settings, an empty batch or image, 2
     channels; a question that may spell a control token may go either way); accepted inputs give one text per
     image, also shown on the node. Guards against refusing valid input (e.g. `if not isinstance(max_tiles, int) or
-    not 1 <= max_tiles <= MAX_TILES:` → `if True:` in captioning.check_settings)."""
+    not 1 <= max_tiles <= MAX_TILES:` → `if True:` in chat.check_settings)."""
     valid = (valid_caption(max_tiles=tiles, max_new_tokens=tokens, temperature=temperature)
              and batch >= 1 and h >= 1 and c in (1, 3, 4))
     try:
